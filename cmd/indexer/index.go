@@ -1,14 +1,368 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
+	"github.com/soci-indexer/soci-indexer/pkg/index"
 )
 
-// newIndexCmd is a placeholder until its owner lands it.
+// registryFlags are the flags that say how to reach a registry.
+type registryFlags struct {
+	plainHTTP    bool
+	caFile       string
+	username     string
+	password     string
+	dockerConfig string
+}
+
+func (f *registryFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk HTTP instead of HTTPS")
+	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates to trust besides the system's")
+	fl.StringVar(&f.username, "username", os.Getenv("INDEXER_REGISTRY_USERNAME"), "registry user name (env INDEXER_REGISTRY_USERNAME)")
+	fl.StringVar(&f.password, "password", os.Getenv("INDEXER_REGISTRY_PASSWORD"), "registry password or token (env INDEXER_REGISTRY_PASSWORD)")
+	fl.StringVar(&f.dockerConfig, "docker-config", "", "Docker config.json to read credentials from (default: the Docker CLI's)")
+}
+
 func newIndexCmd() *cobra.Command {
-	return &cobra.Command{Use: "index", Short: "not built yet", RunE: func(*cobra.Command, []string) error {
-		return errors.New("index: not built yet")
-	}}
+	var (
+		reg           registryFlags
+		version       string
+		platforms     []string
+		allPlatforms  bool
+		spanSize      int64
+		minLayerSize  int64
+		optimizations []string
+		tagTemplate   string
+		concurrency   int
+		asJSON        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "index REF",
+		Short: "Build the SOCI indexes of an image in a registry",
+		Long: `Build the SOCI indexes of an image and push them to its repository.
+
+REF is host[:port]/name:tag, host[:port]/name@digest or host[:port]/name:tag@digest.
+v1 indexes are attached to each platform manifest as referrers. v2 indexes
+(the default: what soci-snapshotter reads by default) are published as a new
+OCI index tagged after the image's tag ("{tag}-soci"); an image given only by
+digest gets v1 indexes instead.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := index.ParseIndexVersion(version)
+			if err != nil {
+				return err
+			}
+			opts := []index.BuildOption{
+				index.WithIndexVersion(v),
+				index.WithSpanSize(spanSize),
+				index.WithMinLayerSize(minLayerSize),
+				index.WithV2TagTemplate(tagTemplate),
+				index.WithLogger(slog.Default()),
+			}
+			if concurrency > 0 {
+				opts = append(opts, index.WithLayerConcurrency(concurrency))
+			}
+			for _, p := range platforms {
+				spec, err := index.ParsePlatform(p)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, index.WithPlatform(spec))
+			}
+			if allPlatforms {
+				opts = append(opts, index.WithAllPlatforms())
+			}
+			for _, o := range optimizations {
+				opt, err := index.ParseOptimization(o)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, index.WithOptimizations(opt))
+			}
+			stderr := cmd.ErrOrStderr()
+			if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				opts = append(opts, index.WithProgress(newProgressPrinter(stderr).report))
+			}
+			return runIndex(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], opts, asJSON)
+		},
+	}
+	reg.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&version, "soci-version", "v2", "SOCI index version: v1, v2 or both")
+	fl.StringArrayVar(&platforms, "platform", nil, "platform to index, os/arch[/variant] (repeatable; default: all)")
+	fl.BoolVar(&allPlatforms, "all-platforms", false, "index every platform (the default)")
+	fl.Int64Var(&spanSize, "span-size", index.DefaultSpanSize, "span size of the zTOCs, in uncompressed bytes")
+	fl.Int64Var(&minLayerSize, "min-layer-size", index.DefaultMinLayerSize, "compressed size under which a layer is not indexed")
+	fl.StringSliceVar(&optimizations, "optimizations", nil, "optimizations to enable: xattr")
+	fl.StringVar(&tagTemplate, "v2-tag", index.DefaultV2TagTemplate, "tag of the v2 OCI index; {tag} is the image's tag")
+	fl.IntVar(&concurrency, "layer-concurrency", 0, "layers processed at once (default: the number of CPUs, at least 2)")
+	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.AddCommand(newIndexLsCmd())
+	return cmd
+}
+
+func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference string, opts []index.BuildOption, asJSON bool) error {
+	ref, err := registryclient.ParseImageReference(reference)
+	if err != nil {
+		return err
+	}
+	repo, err := reg.openRepository(ref)
+	if err != nil {
+		return err
+	}
+	b, err := index.NewIndexBuilder(repo, opts...)
+	if err != nil {
+		return err
+	}
+	results, err := b.Build(ctx, ref.Reference())
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(out, buildReport(results))
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tPLATFORM\tSOCI INDEX\tMANIFEST\tZTOCS\tTAG")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, index.FormatPlatform(r.Platform), r.Desc.Digest,
+			r.ManifestDesc.Digest, layerSummary(r.Layers), dash(r.Tag))
+	}
+	return tw.Flush()
+}
+
+// openRepository opens the repository of an image reference.
+func (f *registryFlags) openRepository(ref registryclient.ImageReference) (index.Repository, error) {
+	client, err := registryclient.New(registryclient.Options{
+		PlainHTTP:    f.plainHTTP,
+		CAFile:       f.caFile,
+		Username:     f.username,
+		Password:     f.password,
+		DockerConfig: f.dockerConfig,
+		UserAgent:    "soci-indexer",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return client.Repository(ref.RepositoryName())
+}
+
+func newIndexLsCmd() *cobra.Command {
+	var (
+		reg    registryFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "ls REF",
+		Short: "List the SOCI indexes of an image",
+		Long: `List the SOCI indexes of an image: v1 indexes among the referrers of each
+platform manifest, v2 indexes named by the manifests' annotations. For a tagged
+image, the v2 image under "{tag}-soci" is looked at too.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runIndexLs(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], asJSON)
+		},
+	}
+	reg.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	return cmd
+}
+
+func runIndexLs(ctx context.Context, out io.Writer, reg *registryFlags, reference string, asJSON bool) error {
+	ref, err := registryclient.ParseImageReference(reference)
+	if err != nil {
+		return err
+	}
+	repo, err := reg.openRepository(ref)
+	if err != nil {
+		return err
+	}
+	b, err := index.NewIndexBuilder(repo)
+	if err != nil {
+		return err
+	}
+	img, err := b.ResolveImage(ctx, ref.Reference())
+	if err != nil {
+		return err
+	}
+	infos, err := b.GetIndexDescriptorCollection(ctx, img.Descriptor)
+	if err != nil {
+		return err
+	}
+	if img.Tag != "" {
+		v2, err := repo.Resolve(ctx, b.V2Tag(img.Tag))
+		switch {
+		case errors.Is(err, errdef.ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			more, err := b.GetIndexDescriptorCollection(ctx, v2)
+			if err != nil {
+				return err
+			}
+			infos = append(infos, more...)
+		}
+	}
+	if asJSON {
+		list := make([]indexListing, 0, len(infos))
+		for _, i := range infos {
+			list = append(list, indexListing{Version: i.Version.String(), Platform: index.FormatPlatform(i.Platform),
+				Digest: i.Digest.String(), Size: i.Size, Manifest: i.Manifest.String()})
+		}
+		return writeJSON(out, list)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tPLATFORM\tSOCI INDEX\tSIZE\tMANIFEST")
+	for _, i := range infos {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", i.Version, index.FormatPlatform(i.Platform), i.Digest, i.Size, i.Manifest)
+	}
+	return tw.Flush()
+}
+
+// indexListing is one line of "index ls --json".
+type indexListing struct {
+	Version  string `json:"version"`
+	Platform string `json:"platform"`
+	Digest   string `json:"digest"`
+	Size     int64  `json:"size"`
+	Manifest string `json:"manifest"`
+}
+
+// builtIndex is one entry of "index --json".
+type builtIndex struct {
+	Version  string       `json:"version"`
+	Platform string       `json:"platform"`
+	Digest   string       `json:"digest"`
+	Size     int64        `json:"size"`
+	Manifest string       `json:"manifest"`
+	Image    string       `json:"image"`
+	Tag      string       `json:"tag,omitempty"`
+	Layers   []builtLayer `json:"layers"`
+}
+
+type builtLayer struct {
+	Digest    string `json:"digest"`
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"`
+	State     string `json:"state"`
+	Ztoc      string `json:"ztoc,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func buildReport(results []index.IndexWithMetadata) []builtIndex {
+	out := make([]builtIndex, 0, len(results))
+	for _, r := range results {
+		bi := builtIndex{
+			Version: r.Version.String(), Platform: index.FormatPlatform(r.Platform),
+			Digest: r.Desc.Digest.String(), Size: r.Desc.Size,
+			Manifest: r.ManifestDesc.Digest.String(), Image: r.ImageDesc.Digest.String(), Tag: r.Tag,
+		}
+		for _, l := range r.Layers {
+			bl := builtLayer{Digest: l.Layer.Digest.String(), MediaType: l.Layer.MediaType, Size: l.Layer.Size,
+				State: string(l.State), Reason: l.Reason}
+			if l.Ztoc != nil {
+				bl.Ztoc = l.Ztoc.Digest.String()
+			}
+			bi.Layers = append(bi.Layers, bl)
+		}
+		out = append(out, bi)
+	}
+	return out
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// layerSummary counts layers by outcome, e.g. "2 built, 1 skipped".
+func layerSummary(layers []index.LayerResult) string {
+	counts := map[index.LayerState]int{}
+	for _, l := range layers {
+		counts[l.State]++
+	}
+	var parts []string
+	for _, s := range []index.LayerState{index.LayerBuilt, index.LayerReused, index.LayerSkipped} {
+		if counts[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// progressPrinter writes one line when a layer starts, at every quarter of
+// its bytes, and when it ends.
+type progressPrinter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	quarter map[string]int64
+}
+
+func newProgressPrinter(w io.Writer) *progressPrinter {
+	return &progressPrinter{w: w, quarter: map[string]int64{}}
+}
+
+func (p *progressPrinter) report(lp index.LayerProgress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	id := lp.Layer.Digest.Encoded()
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	key := lp.Layer.Digest.String()
+	switch lp.State {
+	case index.LayerFetching:
+		q := int64(0)
+		if lp.Total > 0 {
+			q = lp.BytesRead * 4 / lp.Total
+		}
+		if prev, seen := p.quarter[key]; seen && q <= prev {
+			return
+		}
+		p.quarter[key] = q
+		fmt.Fprintf(p.w, "%s %-12s %s %3d%% of %s\n", id, platformOf(lp), lp.State, q*25, humanBytes(lp.Total))
+	default:
+		fmt.Fprintf(p.w, "%s %-12s %s\n", id, platformOf(lp), lp.State)
+	}
+}
+
+func platformOf(lp index.LayerProgress) string {
+	if lp.Platform.OS == "" {
+		return ""
+	}
+	return index.FormatPlatform(lp.Platform)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

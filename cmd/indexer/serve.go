@@ -1,14 +1,36 @@
 package main
 
 import (
-	"errors"
+	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/soci-indexer/soci-indexer/internal/config"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
-// newServeCmd is a placeholder until its owner lands it.
 func newServeCmd() *cobra.Command {
-	return &cobra.Command{Use: "serve", Short: "not built yet", RunE: func(*cobra.Command, []string) error {
-		return errors.New("serve: not built yet")
-	}}
+	var cfg config.Config
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the indexing workers (and, all-in-one, the webhook, NATS, SQLite and a registry)",
+		Long: `serve consumes index jobs from NATS JetStream and gives every pushed image a
+SOCI index. With neither --nats-url nor --database-url (or with --embedded) it
+runs all-in-one: an embedded NATS server and a SQLite database under
+--data-dir, and the webhook on --listen; --registry-listen adds a registry
+whose pushes are indexed. Every setting is also read from the environment
+(INDEXER_*) and from the YAML file --config; see docs/service.md.`,
+		Example: `  indexer serve --registry-listen 127.0.0.1:5000
+  indexer serve --nats-url nats://nats:4222 --database-url postgres://indexer@db/indexer --workers 4`,
+		Args: cobra.NoArgs,
+	}
+	loader := config.Register(cmd.Flags(), &cfg, os.LookupEnv)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := loader.Load(); err != nil {
+			return err
+		}
+		return service.Serve(cmd.Context(), cfg, slog.Default())
+	}
+	return cmd
 }

@@ -1,9 +1,17 @@
 // Package ztoc builds, encodes and reads zTOCs: the per-layer table of
 // contents and compression checkpoints of a SOCI index, byte-identical to
-// soci-snapshotter v0.16.1 (see soci-format.md sections 2-5).
+// soci-snapshotter v0.16.1.
+//
+// Build reads a layer once, as a stream, and produces the zTOC together with
+// the digest and size of the layer blob. Marshal and Unmarshal convert a zTOC
+// to and from its flatbuffers form. ExtractFile and ReadSpan read file data
+// back through the checkpoints, fetching only the spans they need and
+// verifying each span's digest.
 package ztoc
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -49,7 +57,7 @@ type TOC struct {
 type CompressionInfo struct {
 	MaxSpanID            SpanID
 	SpanDigests          []digest.Digest
-	Checkpoints          []byte
+	Checkpoints          []byte // gzip: the zinfo blob; uncompressed: a TarZinfo flatbuffer
 	CompressionAlgorithm Compression
 }
 
@@ -70,4 +78,80 @@ type FileMetadata struct {
 	Devmajor           int64
 	Devminor           int64
 	PAXHeaders         map[string]string // every PAX record of the entry
+}
+
+// Errors callers may test for with errors.Is.
+var (
+	// ErrCorruptLayer wraps every failure to decode the layer: bad gzip
+	// framing or data, a CRC mismatch, truncation, trailing bytes after the
+	// last gzip member, or a malformed tar stream.
+	ErrCorruptLayer = errors.New("corrupt layer")
+	// ErrDigestMismatch is wrapped by *DigestMismatchError.
+	ErrDigestMismatch = errors.New("layer digest mismatch")
+	// ErrInvalidZtoc is returned for bytes that do not decode as a zTOC, and
+	// for a zTOC whose checkpoints do not agree with its span list.
+	ErrInvalidZtoc = errors.New("invalid ztoc")
+	// ErrInvalidTOCEntry is soci's error for a TOC entry that overlaps the
+	// header or data of the entry before it.
+	ErrInvalidTOCEntry = errors.New("invalid toc entry")
+	// ErrInvalidSpanSize is returned by Build for a span size it cannot use.
+	ErrInvalidSpanSize = errors.New("invalid span size")
+	// ErrSpanDigestMismatch means bytes read from the layer do not hash to
+	// the span digest recorded in the zTOC.
+	ErrSpanDigestMismatch = errors.New("span digest mismatch")
+	// ErrFileNotFound is returned by ExtractFile for a name not in the TOC.
+	ErrFileNotFound = errors.New("file not found in ztoc")
+)
+
+// UnsupportedEntryError reports a tar entry type soci refuses to index
+// (anything but regular files, links, devices, directories and fifos), such
+// as a PAX global header ('g'), a contiguous file ('7') or an old GNU sparse
+// file ('S'). Like soci, Build fails on it rather than skipping the entry.
+type UnsupportedEntryError struct {
+	Name     string
+	Typeflag byte
+}
+
+func (e *UnsupportedEntryError) Error() string {
+	return fmt.Sprintf("unsupported input tar entry %q (type %q)", e.Name, e.Typeflag)
+}
+
+// DigestMismatchError is returned by Build when the layer does not hash to
+// the digest given with WithExpectedDigest.
+type DigestMismatchError struct {
+	Expected, Actual digest.Digest
+}
+
+func (e *DigestMismatchError) Error() string {
+	return fmt.Sprintf("layer digest mismatch: expected %s, read %s", e.Expected, e.Actual)
+}
+
+func (e *DigestMismatchError) Unwrap() error { return ErrDigestMismatch }
+
+// fileType maps a tar typeflag, as normalised by archive/tar, to soci's type
+// name. ok is false for every type soci refuses.
+func fileType(typeflag byte) (name string, ok bool) {
+	switch typeflag {
+	case '0':
+		return "reg", true
+	case '1':
+		return "hardlink", true
+	case '2':
+		return "symlink", true
+	case '3':
+		return "char", true
+	case '4':
+		return "block", true
+	case '5':
+		return "dir", true
+	case '6':
+		return "fifo", true
+	}
+	return "", false
+}
+
+// alignToTarBlock rounds off up to the next multiple of the 512-byte tar
+// block.
+func alignToTarBlock(off int64) int64 {
+	return (off + 511) &^ 511
 }

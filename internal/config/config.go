@@ -1,0 +1,348 @@
+// Package config is the one place where every setting of `indexer serve` and
+// `indexer backfill` is declared: its flag, its environment variable, its key
+// in the optional YAML file, its default and its meaning. docs/service.md is
+// generated from the same table (see Settings), and the compose test checks
+// docker-compose.yml against it.
+//
+// Precedence, lowest to highest: default, YAML file (--config), environment,
+// command-line flag.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+// Index versions accepted by Config.IndexVersion.
+const (
+	IndexVersionV1   = "v1"
+	IndexVersionV2   = "v2"
+	IndexVersionBoth = "both"
+)
+
+// Config holds every setting of the service.
+type Config struct {
+	// File is the YAML file the other settings may come from.
+	File string
+
+	// Mode and wiring.
+	Embedded       bool
+	DataDir        string
+	NATSURL        string
+	DatabaseURL    string
+	Listen         string
+	RegistryListen string
+	Webhook        bool
+	WebhookSecret  string
+
+	// Queue.
+	Stream       string
+	Subject      string
+	Consumer     string
+	MaxDeliver   int
+	AckWait      time.Duration
+	RetryBackoff time.Duration
+	RetryMax     time.Duration
+
+	// Workers.
+	Workers       int
+	JobTimeout    time.Duration
+	ShutdownGrace time.Duration
+
+	// Index building.
+	IndexVersion     string
+	V2TagTemplate    string
+	SpanSize         int64
+	MinLayerSize     int64
+	Platforms        []string
+	AllPlatforms     bool
+	LayerConcurrency int
+
+	// Registries.
+	PlainHTTP           bool
+	PlainHTTPRegistries []string
+	RegistryCAFile      string
+	RegistryAuth        []string
+	DockerConfig        string
+
+	// Backfill.
+	BackfillInterval time.Duration
+	BackfillTargets  []string
+	BackfillSince    time.Duration
+}
+
+// Setting describes one setting. Flag is without the leading dashes.
+type Setting struct {
+	Key     string // YAML key
+	Flag    string
+	Env     string
+	Default string
+	Usage   string
+}
+
+// binding ties a Setting to the Config field it fills.
+type binding struct {
+	Setting
+	register func(fs *pflag.FlagSet, s Setting)
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/soci-indexer when XDG_DATA_HOME is set,
+// else ./.data.
+func DefaultDataDir(lookupEnv func(string) (string, bool)) string {
+	if x, ok := lookupEnv("XDG_DATA_HOME"); ok && x != "" {
+		return filepath.Join(x, "soci-indexer")
+	}
+	return ".data"
+}
+
+func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
+	str := func(p *string, def string) func(*pflag.FlagSet, Setting) {
+		return func(fs *pflag.FlagSet, s Setting) { fs.StringVar(p, s.Flag, def, s.Usage) }
+	}
+	boolean := func(p *bool, def bool) func(*pflag.FlagSet, Setting) {
+		return func(fs *pflag.FlagSet, s Setting) { fs.BoolVar(p, s.Flag, def, s.Usage) }
+	}
+	integer := func(p *int, def int) func(*pflag.FlagSet, Setting) {
+		return func(fs *pflag.FlagSet, s Setting) { fs.IntVar(p, s.Flag, def, s.Usage) }
+	}
+	size := func(p *int64, def int64) func(*pflag.FlagSet, Setting) {
+		return func(fs *pflag.FlagSet, s Setting) { fs.Int64Var(p, s.Flag, def, s.Usage) }
+	}
+	dur := func(p *time.Duration, def time.Duration) func(*pflag.FlagSet, Setting) {
+		return func(fs *pflag.FlagSet, s Setting) { fs.DurationVar(p, s.Flag, def, s.Usage) }
+	}
+	list := func(p *[]string) func(*pflag.FlagSet, Setting) {
+		return func(fs *pflag.FlagSet, s Setting) { fs.StringSliceVar(p, s.Flag, nil, s.Usage) }
+	}
+	b := func(key, flag, env, def, usage string, reg func(*pflag.FlagSet, Setting)) binding {
+		return binding{Setting{Key: key, Flag: flag, Env: env, Default: def, Usage: usage}, reg}
+	}
+	dataDir := DefaultDataDir(lookupEnv)
+	return []binding{
+		b("embedded", "embedded", "INDEXER_EMBEDDED", "false",
+			"all-in-one: embedded NATS, SQLite and webhook in this process (the default when neither --nats-url nor --database-url is set)",
+			boolean(&c.Embedded, false)),
+		b("data_dir", "data-dir", "INDEXER_DATA_DIR", "$XDG_DATA_HOME/soci-indexer or ./.data",
+			"where the all-in-one mode keeps NATS, SQLite and registry data", str(&c.DataDir, dataDir)),
+		b("nats_url", "nats-url", "INDEXER_NATS_URL", "",
+			"NATS server with JetStream, e.g. nats://nats:4222", str(&c.NATSURL, "")),
+		b("database_url", "database-url", "INDEXER_DATABASE_URL", "",
+			"postgres://user:pass@host/db or sqlite://PATH", str(&c.DatabaseURL, "")),
+		b("listen", "listen", "INDEXER_LISTEN", ":8080",
+			"HTTP address for /metrics, /healthz, /readyz (and the webhook in all-in-one mode)", str(&c.Listen, ":8080")),
+		b("registry_listen", "registry-listen", "INDEXER_REGISTRY_LISTEN", "",
+			"all-in-one: also run a registry on this address whose notifications feed the workers", str(&c.RegistryListen, "")),
+		b("webhook", "webhook", "INDEXER_WEBHOOK", "false",
+			"also serve the webhook endpoints (/hooks/...) on --listen; always on in all-in-one mode", boolean(&c.Webhook, false)),
+		b("webhook_secret", "webhook-secret", "INDEXER_WEBHOOK_SECRET", "",
+			"bearer token the webhook requires from the registry (all-in-one: generated when empty)", str(&c.WebhookSecret, "")),
+
+		b("stream", "stream", "INDEXER_STREAM", "",
+			"JetStream stream name (empty: pkg/queue's default)", str(&c.Stream, "")),
+		b("subject", "subject", "INDEXER_SUBJECT", "",
+			"JetStream subject prefix (empty: pkg/queue's default)", str(&c.Subject, "")),
+		b("consumer", "consumer", "INDEXER_CONSUMER", "",
+			"durable consumer shared by all workers (empty: pkg/queue's default)", str(&c.Consumer, "")),
+		b("max_deliver", "max-deliver", "INDEXER_MAX_DELIVER", "8",
+			"deliveries of one job before it goes to the dead letter", integer(&c.MaxDeliver, 8)),
+		b("ack_wait", "ack-wait", "INDEXER_ACK_WAIT", "1m",
+			"time without progress after which JetStream redelivers a job (workers signal progress every ack-wait/3)",
+			dur(&c.AckWait, time.Minute)),
+		b("retry_backoff", "retry-backoff", "INDEXER_RETRY_BACKOFF", "2s",
+			"first delay before a job that failed transiently is retried; doubles per delivery", dur(&c.RetryBackoff, 2*time.Second)),
+		b("retry_max", "retry-max", "INDEXER_RETRY_MAX", "2m",
+			"longest retry delay", dur(&c.RetryMax, 2*time.Minute)),
+
+		b("workers", "workers", "INDEXER_WORKERS", "2",
+			"jobs handled at the same time by this process", integer(&c.Workers, 2)),
+		b("job_timeout", "job-timeout", "INDEXER_JOB_TIMEOUT", "30m",
+			"longest time one job may take", dur(&c.JobTimeout, 30*time.Minute)),
+		b("shutdown_grace", "shutdown-grace", "INDEXER_SHUTDOWN_GRACE", "30s",
+			"on SIGTERM, time given to running jobs before they are handed back to the queue", dur(&c.ShutdownGrace, 30*time.Second)),
+
+		b("index_version", "index-version", "INDEXER_INDEX_VERSION", IndexVersionV2,
+			"SOCI index version to build: v2 (what soci-snapshotter reads by default), v1 (referrers) or both",
+			str(&c.IndexVersion, IndexVersionV2)),
+		b("v2_tag_template", "v2-tag-template", "INDEXER_V2_TAG_TEMPLATE", "",
+			"tag of the v2 SOCI-enabled image index (empty: pkg/index's default)", str(&c.V2TagTemplate, "")),
+		b("span_size", "span-size", "INDEXER_SPAN_SIZE", "4194304",
+			"zTOC span size in uncompressed bytes", size(&c.SpanSize, 1<<22)),
+		b("min_layer_size", "min-layer-size", "INDEXER_MIN_LAYER_SIZE", "10485760",
+			"layers smaller than this (compressed) get no zTOC", size(&c.MinLayerSize, 10<<20)),
+		b("platforms", "platform", "INDEXER_PLATFORMS", "",
+			"platforms to index in multi-platform images (e.g. linux/amd64); empty with --all-platforms=false means the host's",
+			list(&c.Platforms)),
+		b("all_platforms", "all-platforms", "INDEXER_ALL_PLATFORMS", "true",
+			"index every platform of a multi-platform image", boolean(&c.AllPlatforms, true)),
+		b("layer_concurrency", "layer-concurrency", "INDEXER_LAYER_CONCURRENCY", "2",
+			"layers of one image processed at the same time", integer(&c.LayerConcurrency, 2)),
+
+		b("plain_http", "plain-http", "INDEXER_PLAIN_HTTP", "false",
+			"talk plain HTTP to every registry", boolean(&c.PlainHTTP, false)),
+		b("plain_http_registries", "plain-http-registry", "INDEXER_PLAIN_HTTP_REGISTRIES", "",
+			"registries (host[:port]) reached over plain HTTP", list(&c.PlainHTTPRegistries)),
+		b("registry_ca_file", "registry-ca-file", "INDEXER_REGISTRY_CA_FILE", "",
+			"PEM file of extra CAs trusted for registries", str(&c.RegistryCAFile, "")),
+		b("registry_auth", "registry-auth", "INDEXER_REGISTRY_AUTH", "",
+			"credentials per registry: HOST=USER:PASSWORD (repeatable; comma-separated in env/YAML); override the Docker config",
+			list(&c.RegistryAuth)),
+		b("docker_config", "docker-config", "INDEXER_DOCKER_CONFIG", "$DOCKER_CONFIG/config.json or ~/.docker/config.json",
+			"Docker config file with registry credentials (and credential helpers)", str(&c.DockerConfig, "")),
+
+		b("backfill_interval", "backfill-interval", "INDEXER_BACKFILL_INTERVAL", "0",
+			"serve: run the backfill of --backfill-target this often (0: never)", dur(&c.BackfillInterval, 0)),
+		b("backfill_targets", "backfill-target", "INDEXER_BACKFILL_TARGETS", "",
+			"serve: REGISTRY[/REPO] walked by the scheduled backfill (repeatable)", list(&c.BackfillTargets)),
+		b("backfill_since", "since", "INDEXER_BACKFILL_SINCE", "0",
+			"backfill: only images whose config says they were created within this duration (0: all)",
+			dur(&c.BackfillSince, 0)),
+	}
+}
+
+// Settings describes every setting, in the order of docs/service.md.
+func Settings() []Setting {
+	var c Config
+	var out []Setting
+	out = append(out, Setting{Key: "", Flag: "config", Env: "INDEXER_CONFIG", Usage: "YAML file with any of the settings below (keys as listed)"})
+	for _, b := range c.bindings(os.LookupEnv) {
+		out = append(out, b.Setting)
+	}
+	return out
+}
+
+// Loader fills a Config from flags, environment and the YAML file.
+type Loader struct {
+	cfg       *Config
+	fs        *pflag.FlagSet
+	bindings  []binding
+	lookupEnv func(string) (string, bool)
+}
+
+// Register declares the flags of every setting on fs and returns the Loader
+// that resolves them once fs is parsed. lookupEnv is os.LookupEnv outside
+// tests.
+func Register(fs *pflag.FlagSet, cfg *Config, lookupEnv func(string) (string, bool)) *Loader {
+	fs.StringVar(&cfg.File, "config", "", "YAML file with settings (env INDEXER_CONFIG)")
+	l := &Loader{cfg: cfg, fs: fs, bindings: cfg.bindings(lookupEnv), lookupEnv: lookupEnv}
+	for _, b := range l.bindings {
+		b.register(fs, b.Setting)
+	}
+	return l
+}
+
+// Load applies the YAML file and the environment to every setting whose
+// flag was not given, then validates the result. Call it after fs.Parse.
+func (l *Loader) Load() error {
+	if !l.fs.Changed("config") {
+		if v, ok := l.lookupEnv("INDEXER_CONFIG"); ok {
+			l.cfg.File = v
+		}
+	}
+	fromFile := map[string]string{}
+	if l.cfg.File != "" {
+		var err error
+		if fromFile, err = readYAML(l.cfg.File); err != nil {
+			return err
+		}
+	}
+	known := map[string]bool{}
+	for _, b := range l.bindings {
+		known[b.Key] = true
+		if l.fs.Changed(b.Flag) {
+			continue
+		}
+		value, source, ok := "", "", false
+		if v, has := l.lookupEnv(b.Env); has {
+			value, source, ok = v, "environment variable "+b.Env, true
+		} else if v, has := fromFile[b.Key]; has {
+			value, source, ok = v, fmt.Sprintf("%s: key %s", l.cfg.File, b.Key), true
+		}
+		if !ok {
+			continue
+		}
+		if err := l.fs.Set(b.Flag, value); err != nil {
+			return fmt.Errorf("config: %s: %w", source, err)
+		}
+	}
+	for k := range fromFile {
+		if !known[k] {
+			return fmt.Errorf("config: %s: unknown key %q", l.cfg.File, k)
+		}
+	}
+	return l.cfg.Validate()
+}
+
+// readYAML reads a flat YAML map; lists become comma-separated values so
+// that they go through the same flag parsing as the environment.
+func readYAML(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case []any:
+			parts := make([]string, len(v))
+			for i, e := range v {
+				parts[i] = fmt.Sprint(e)
+			}
+			out[k] = strings.Join(parts, ",")
+		case map[string]any:
+			return nil, fmt.Errorf("config: %s: key %q: nested maps are not settings", path, k)
+		case nil:
+			out[k] = ""
+		default:
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out, nil
+}
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Validate checks values the flag types do not.
+func (c *Config) Validate() error {
+	switch c.IndexVersion {
+	case IndexVersionV1, IndexVersionV2, IndexVersionBoth:
+	default:
+		return fmt.Errorf("%w: index version %q: want v1, v2 or both", ErrInvalid, c.IndexVersion)
+	}
+	if c.Workers < 1 {
+		return fmt.Errorf("%w: workers must be at least 1, got %d", ErrInvalid, c.Workers)
+	}
+	if c.LayerConcurrency < 1 {
+		return fmt.Errorf("%w: layer concurrency must be at least 1, got %d", ErrInvalid, c.LayerConcurrency)
+	}
+	if c.SpanSize <= 0 || c.MinLayerSize < 0 {
+		return fmt.Errorf("%w: span size must be > 0 and min layer size >= 0", ErrInvalid)
+	}
+	if c.AckWait < time.Second {
+		return fmt.Errorf("%w: ack wait must be at least 1s, got %s", ErrInvalid, c.AckWait)
+	}
+	if c.BackfillInterval > 0 && len(c.BackfillTargets) == 0 {
+		return fmt.Errorf("%w: --backfill-interval needs at least one --backfill-target", ErrInvalid)
+	}
+	if _, err := c.Credentials(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// UseEmbedded reports whether the all-in-one mode runs: asked for, or
+// nothing external configured.
+func (c *Config) UseEmbedded() bool {
+	return c.Embedded || (c.NATSURL == "" && c.DatabaseURL == "")
+}

@@ -1,0 +1,240 @@
+package inflate
+
+import (
+	"errors"
+	"math/bits"
+	"sync"
+)
+
+// A decoding table entry packs everything the decoder needs for one table
+// slot into a uint32:
+//
+//	bits  0-3   code length to consume (for a subtable link: the primary bits)
+//	bits  4-7   extra bits following the code (for a subtable link: its index bits)
+//	bits  8-15  kind flags
+//	bits 16-31  value: literal byte, length or distance base, or subtable offset
+const (
+	entryLit     = 1 << 8  // literal byte (also code-length alphabet symbols)
+	entryLength  = 1 << 9  // match length base + extra bits
+	entryEOB     = 1 << 10 // end of block
+	entrySub     = 1 << 11 // link to a subtable
+	entryDist    = 1 << 12 // distance base + extra bits
+	entryInvalid = 1 << 13 // code not in use, or symbol not allowed
+
+	entryLenMask = 0xf
+)
+
+const (
+	litTableBits  = 11
+	distTableBits = 8
+	clTableBits   = 7
+
+	litTableMask  = 1<<litTableBits - 1
+	distTableMask = 1<<distTableBits - 1
+
+	maxCodeLen = 15
+
+	// Each subtable holds at most 1<<(maxCodeLen-tableBits) entries and
+	// at least one code, so these bounds can never be exceeded.
+	litTableSize  = 1<<litTableBits + 288<<(maxCodeLen-litTableBits)
+	distTableSize = 1<<distTableBits + 32<<(maxCodeLen-distTableBits)
+	clTableSize   = 1 << clTableBits
+
+	numLitLenSyms = 288
+	numDistSyms   = 32
+	numCLSyms     = 19
+)
+
+type litTable [litTableSize]uint32
+type distTable [distTableSize]uint32
+
+var (
+	errOversubscribed = errors.New("over-subscribed code")
+	errIncomplete     = errors.New("incomplete code")
+)
+
+// Symbol descriptions (entries without the code length) for each alphabet.
+var (
+	litLenSymbols = func() (s [numLitLenSyms]uint32) {
+		for i := 0; i < 256; i++ {
+			s[i] = entryLit | uint32(i)<<16
+		}
+		s[256] = entryEOB
+		base := uint32(3)
+		for i := 257; i < 285; i++ {
+			extra := uint32(0)
+			if i >= 265 {
+				extra = uint32(i-261) / 4
+			}
+			s[i] = entryLength | extra<<4 | base<<16
+			base += 1 << extra
+		}
+		s[285] = entryLength | 258<<16
+		s[286] = entryInvalid
+		s[287] = entryInvalid
+		return s
+	}()
+	distSymbols = func() (s [numDistSyms]uint32) {
+		for i := 0; i < 4; i++ {
+			s[i] = entryDist | uint32(i+1)<<16
+		}
+		for i := 4; i < 30; i++ {
+			extra := uint32(i/2 - 1)
+			base := (2+uint32(i&1))<<extra + 1
+			s[i] = entryDist | extra<<4 | base<<16
+		}
+		s[30] = entryInvalid
+		s[31] = entryInvalid
+		return s
+	}()
+	codeLenSymbols = func() (s [numCLSyms]uint32) {
+		for i := range s {
+			s[i] = entryLit | uint32(i)<<16
+		}
+		return s
+	}()
+)
+
+// fixedTables are the decoding tables of the fixed Huffman code (RFC 1951
+// 3.2.6), built once on first use; they are never modified afterwards.
+var fixedTables = sync.OnceValue(func() *struct {
+	lit  litTable
+	dist distTable
+} {
+	t := new(struct {
+		lit  litTable
+		dist distTable
+	})
+	var lens [numLitLenSyms]uint8
+	for i := range lens {
+		switch {
+		case i < 144:
+			lens[i] = 8
+		case i < 256:
+			lens[i] = 9
+		case i < 280:
+			lens[i] = 7
+		default:
+			lens[i] = 8
+		}
+	}
+	if err := buildTable(t.lit[:], litTableBits, lens[:], litLenSymbols[:], false); err != nil {
+		panic("inflate: fixed literal/length table: " + err.Error())
+	}
+	var dlens [numDistSyms]uint8
+	for i := range dlens {
+		dlens[i] = 5
+	}
+	if err := buildTable(t.dist[:], distTableBits, dlens[:], distSymbols[:], false); err != nil {
+		panic("inflate: fixed distance table: " + err.Error())
+	}
+	return t
+})
+
+// buildTable fills table with a primary table of 1<<tableBits entries
+// followed by subtables for the canonical Huffman code given by lens
+// (lens[sym] = code length, 0 = unused). symbols describes each symbol.
+//
+// It accepts what zlib's inflate_table accepts: an over-subscribed code is
+// an error; an incomplete code is allowed only when it is a single code of
+// length one (strict is false) or empty. For the code-length alphabet
+// (strict) an incomplete code is an error, but an empty one is accepted and
+// fails when used, as in zlib. Unused slots decode as entryInvalid.
+func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, strict bool) error {
+	var count [maxCodeLen + 1]int
+	for _, l := range lens {
+		count[l]++
+	}
+	count[0] = 0
+	maxLen := maxCodeLen
+	for maxLen > 0 && count[maxLen] == 0 {
+		maxLen--
+	}
+	primary := 1 << tableBits
+	if maxLen == 0 {
+		for i := 0; i < primary; i++ {
+			table[i] = entryInvalid | 1
+		}
+		return nil
+	}
+	left := 1
+	for l := 1; l <= maxCodeLen; l++ {
+		left <<= 1
+		left -= count[l]
+		if left < 0 {
+			return errOversubscribed
+		}
+	}
+	if left > 0 {
+		if strict || maxLen != 1 {
+			return errIncomplete
+		}
+		for i := 0; i < primary; i++ {
+			table[i] = entryInvalid | 1
+		}
+	}
+
+	// Sort symbols by code length, then by symbol value: canonical order.
+	var offs [maxCodeLen + 2]int
+	for l := 1; l <= maxCodeLen; l++ {
+		offs[l+1] = offs[l] + count[l]
+	}
+	var sorted [numLitLenSyms]uint16
+	for sym, l := range lens {
+		if l != 0 {
+			sorted[offs[l]] = uint16(sym)
+			offs[l]++
+		}
+	}
+
+	remaining := count
+	code := 0 // canonical code, most significant bit first
+	next := primary
+	subPrefix, subStart, subBits := -1, 0, uint(0)
+	idx := 0
+	for l := uint(1); l <= uint(maxLen); l++ {
+		for k := 0; k < count[l]; k++ {
+			info := symbols[sorted[idx]]
+			idx++
+			// Deflate sends codes starting from the most significant bit;
+			// the bit buffer delivers them least significant first.
+			rev := int(bits.Reverse16(uint16(code)) >> (16 - l))
+			if l <= tableBits {
+				entry := info | uint32(l)
+				for i := rev; i < primary; i += 1 << l {
+					table[i] = entry
+				}
+			} else {
+				prefix := rev & (primary - 1)
+				if prefix != subPrefix {
+					// Size the subtable to hold every remaining code that
+					// shares this prefix.
+					sb := l - tableBits
+					avail := 1 << sb
+					for sb+tableBits < uint(maxLen) {
+						avail -= remaining[sb+tableBits]
+						if avail <= 0 {
+							break
+						}
+						sb++
+						avail <<= 1
+					}
+					if next+1<<sb > len(table) {
+						return errOversubscribed
+					}
+					subPrefix, subStart, subBits = prefix, next, sb
+					next += 1 << sb
+					table[prefix] = entrySub | uint32(tableBits) | uint32(sb)<<4 | uint32(subStart)<<16
+				}
+				entry := info | uint32(l-tableBits)
+				for i := rev >> tableBits; i < 1<<subBits; i += 1 << (l - tableBits) {
+					table[subStart+i] = entry
+				}
+			}
+			remaining[l]--
+			code++
+		}
+		code <<= 1
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+// Package registryclient makes oras-go repositories for the registries
+// soci-indexer reads images from and writes SOCI artifacts to: credentials
+// from options or the Docker config file, TLS with an extra CA, plain HTTP,
+// and retries of transient failures.
+package registryclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// DefaultMaxRetries is how often a request that failed transiently (network
+// error, 408, 429, 5xx) is retried.
+const DefaultMaxRetries = 5
+
+// Options configure a Client. The zero value talks HTTPS anonymously, or
+// with the credentials of the Docker config file when it has some.
+type Options struct {
+	// PlainHTTP talks HTTP instead of HTTPS.
+	PlainHTTP bool
+	// CAFile is a PEM file of CA certificates trusted besides the system's.
+	CAFile string
+
+	// Username and Password authenticate with basic auth, or with a bearer
+	// token obtained from the registry's token service.
+	Username, Password string
+	// Token is a bearer access token sent to the registry as is.
+	Token string
+	// DockerConfig is the path of a Docker config.json to read credentials
+	// from when neither Username nor Token is set. Empty means the default
+	// ($DOCKER_CONFIG/config.json or ~/.docker/config.json).
+	DockerConfig string
+	// NoDockerConfig ignores the Docker config file.
+	NoDockerConfig bool
+
+	// MaxRetries of a transiently failed request; 0 means
+	// DefaultMaxRetries, a negative value none.
+	MaxRetries int
+	// Transport is the base HTTP transport (default: a clone of
+	// http.DefaultTransport, with CAFile applied).
+	Transport http.RoundTripper
+	// UserAgent sent with every request.
+	UserAgent string
+}
+
+// Client makes repositories that share one HTTP client and token cache.
+type Client struct {
+	auth      *auth.Client
+	plainHTTP bool
+}
+
+// New returns a Client for opts.
+func New(opts Options) (*Client, error) {
+	base := opts.Transport
+	if base == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		if opts.CAFile != "" {
+			pool, err := certPool(opts.CAFile)
+			if err != nil {
+				return nil, err
+			}
+			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		base = t
+	} else if opts.CAFile != "" {
+		return nil, errors.New("registry client: CAFile cannot be combined with a custom Transport")
+	}
+
+	var transport http.RoundTripper = base
+	if opts.MaxRetries >= 0 {
+		maxRetries := opts.MaxRetries
+		if maxRetries == 0 {
+			maxRetries = DefaultMaxRetries
+		}
+		policy := &retry.GenericPolicy{
+			Retryable: retry.DefaultPredicate,
+			Backoff:   retry.DefaultBackoff,
+			MinWait:   200 * time.Millisecond,
+			MaxWait:   5 * time.Second,
+			MaxRetry:  maxRetries,
+		}
+		transport = &retry.Transport{Base: base, Policy: func() retry.Policy { return policy }}
+	}
+
+	cred, err := credentialFunc(opts)
+	if err != nil {
+		return nil, err
+	}
+	ac := &auth.Client{
+		Client:     &http.Client{Transport: transport},
+		Cache:      auth.NewCache(),
+		Credential: cred,
+	}
+	if opts.UserAgent != "" {
+		ac.SetUserAgent(opts.UserAgent)
+	}
+	return &Client{auth: ac, plainHTTP: opts.PlainHTTP}, nil
+}
+
+// Repository returns the repository named by reference
+// ("host[:port]/name", optionally with ":tag" or "@digest", which is ignored
+// here). The repository is set up for registries without the referrers API:
+// it does not delete superseded referrers indexes, so a registry with
+// deletes disabled does not fail a good push.
+func (c *Client) Repository(reference string) (*remote.Repository, error) {
+	repo, err := remote.NewRepository(reference)
+	if err != nil {
+		return nil, fmt.Errorf("repository %q: %w", reference, err)
+	}
+	repo.Client = c.auth
+	repo.PlainHTTP = c.plainHTTP
+	repo.SkipReferrersGC = true
+	return repo, nil
+}
+
+// credentialFunc picks the credentials: a token, then a username and
+// password, then the Docker config file, then none. Explicit credentials are
+// sent to whichever registry the client talks to, as a client serves one
+// registry.
+func credentialFunc(opts Options) (auth.CredentialFunc, error) {
+	switch {
+	case opts.Token != "":
+		cred := auth.Credential{AccessToken: opts.Token}
+		return func(context.Context, string) (auth.Credential, error) { return cred, nil }, nil
+	case opts.Username != "" || opts.Password != "":
+		cred := auth.Credential{Username: opts.Username, Password: opts.Password}
+		return func(context.Context, string) (auth.Credential, error) { return cred, nil }, nil
+	case opts.NoDockerConfig:
+		return nil, nil
+	}
+	var (
+		store credentials.Store
+		err   error
+	)
+	if opts.DockerConfig != "" {
+		store, err = credentials.NewStore(opts.DockerConfig, credentials.StoreOptions{})
+	} else {
+		store, err = credentials.NewStoreFromDocker(credentials.StoreOptions{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry client: docker config: %w", err)
+	}
+	return credentials.Credential(store), nil
+}
+
+func certPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("registry client: CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("registry client: CA file %s: no PEM certificate", file)
+	}
+	return pool, nil
+}

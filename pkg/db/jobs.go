@@ -1,0 +1,148 @@
+package db
+
+import (
+	"context"
+	"time"
+)
+
+// JobKey names an image, and so its one job: registry/repository@digest.
+type JobKey struct {
+	Registry   string // host[:port]
+	Repository string
+	Digest     string // manifest or image index digest
+}
+
+// String returns registry/repository@digest, which is also a good Lock key.
+func (k JobKey) String() string {
+	return k.Registry + "/" + k.Repository + "@" + k.Digest
+}
+
+// JobStatus is where a job stands.
+type JobStatus string
+
+const (
+	JobQueued    JobStatus = "queued"
+	JobRunning   JobStatus = "running"
+	JobSucceeded JobStatus = "succeeded"
+	JobSkipped   JobStatus = "skipped" // see Job.SkipReason
+	JobFailed    JobStatus = "failed"  // permanently; see Job.LastError
+)
+
+// Job is the last state of indexing one image.
+type Job struct {
+	JobKey
+	Source     string // the event source that asked for it, e.g. "distribution"
+	Tag        string
+	Status     JobStatus
+	SkipReason string
+	// LastError of the last failed attempt; a queued job may carry one from
+	// a transient failure.
+	LastError   string
+	Attempts    int
+	OptionsHash string // set by Succeed
+	BytesRead   int64
+	Worker      string
+	QueuedAt    time.Time
+	StartedAt   time.Time // zero until started
+	FinishedAt  time.Time // zero until finished
+}
+
+// JobAttempt is one run of a job.
+type JobAttempt struct {
+	Attempt    int
+	Worker     string
+	Status     JobStatus // running, succeeded, skipped or failed
+	Error      string
+	BytesRead  int64
+	StartedAt  time.Time
+	FinishedAt time.Time // zero while running
+}
+
+// JobResult is what a successful run reports.
+type JobResult struct {
+	BytesRead int64
+	// OptionsHash identifies the build options (span size, builder version,
+	// index version...) so IsIndexed can tell whether a rebuild is due.
+	OptionsHash string
+}
+
+// JobFilter selects jobs for List. Zero fields match everything.
+type JobFilter struct {
+	Registry   string
+	Repository string
+	Status     JobStatus
+	// Limit caps the result; 0 means 100. Newest queued first.
+	Limit int
+}
+
+// JobStore keeps one job per image. Every method that names a job which
+// does not exist (except UpsertQueued and Start, which create it) returns an
+// error wrapping ErrJobNotFound.
+type JobStore interface {
+	// UpsertQueued records that an event asked for the image. A new job is
+	// queued; a failed one is queued again; a queued, running, succeeded or
+	// skipped one keeps its status. A non-empty tag replaces the stored one.
+	UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error)
+	// Start marks the job running on worker, counts an attempt and returns
+	// its number (1 for the first). It creates the job if needed.
+	Start(ctx context.Context, key JobKey, worker string) (attempt int, err error)
+	// Succeed marks the job and its current attempt succeeded.
+	Succeed(ctx context.Context, key JobKey, result JobResult) error
+	// Skip marks the job and its current attempt skipped for reason.
+	Skip(ctx context.Context, key JobKey, reason string) error
+	// Fail records cause on the current attempt. A permanent failure marks
+	// the job failed; otherwise it goes back to queued for a retry.
+	Fail(ctx context.Context, key JobKey, cause error, permanent bool) error
+	// Get returns the job.
+	Get(ctx context.Context, key JobKey) (*Job, error)
+	// List returns the jobs filter selects, newest queued first.
+	List(ctx context.Context, filter JobFilter) ([]*Job, error)
+	// Attempts returns the job's attempts, first first.
+	Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, error)
+	// IsIndexed reports whether the image's last run succeeded with the
+	// same build options.
+	IsIndexed(ctx context.Context, key JobKey, optionsHash string) (bool, error)
+}
+
+func (f JobFilter) limit() int {
+	if f.Limit <= 0 {
+		return 100
+	}
+	return f.Limit
+}
+
+// errorText is what Fail stores for cause.
+func errorText(cause error) string {
+	if cause == nil {
+		return "unknown error"
+	}
+	return cause.Error()
+}
+
+// outcome is how a run ended, as both backends write it.
+type outcome struct {
+	jobStatus     JobStatus
+	attemptStatus JobStatus
+	skipReason    string
+	errorText     string
+	bytesRead     int64
+	optionsHash   string
+}
+
+func succeeded(r JobResult) outcome {
+	return outcome{jobStatus: JobSucceeded, attemptStatus: JobSucceeded, bytesRead: r.BytesRead, optionsHash: r.OptionsHash}
+}
+
+func skipped(reason string) outcome {
+	return outcome{jobStatus: JobSkipped, attemptStatus: JobSkipped, skipReason: reason}
+}
+
+// failed queues the job again unless the failure is permanent; the attempt
+// failed either way.
+func failed(cause error, permanent bool) outcome {
+	o := outcome{jobStatus: JobQueued, attemptStatus: JobFailed, errorText: errorText(cause)}
+	if permanent {
+		o.jobStatus = JobFailed
+	}
+	return o
+}

@@ -1,0 +1,428 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/soci-indexer/soci-indexer/pkg/index"
+)
+
+// postgresStore is the Store on PostgreSQL, shared by every worker.
+type postgresStore struct {
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+}
+
+var _ Store = (*postgresStore)(nil)
+
+func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, error) {
+	pool, err := connectPostgres(ctx, dsn, o)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	_, err = migrate(ctx, sqlDB, BackendPostgres, maxVersion, o.logger)
+	if closeErr := sqlDB.Close(); err == nil && closeErr != nil {
+		err = fmt.Errorf("db: close migration handle: %w", closeErr)
+	}
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &postgresStore{pool: pool, logger: o.logger}, nil
+}
+
+// connectPostgres opens a pool and proves it can reach the server, so a bad
+// DSN fails at start-up naming the host rather than at the first job.
+func connectPostgres(ctx context.Context, dsn string, o options) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("db: postgres dsn: %w", err)
+	}
+	if o.maxConns > 0 {
+		cfg.MaxConns = o.maxConns
+	}
+	addr := net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port)))
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("db: connect to postgres at %s: %w", addr, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("db: connect to postgres at %s: %w", addr, err)
+	}
+	return pool, nil
+}
+
+func (s *postgresStore) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+func (s *postgresStore) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Lock takes a session-level advisory lock on a connection it keeps out of
+// the pool until unlock, so the lock is held exactly as long as the caller
+// wants and dies with the connection if the process does.
+func (s *postgresStore) Lock(ctx context.Context, key string) (func(), error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("db: lock %q: %w", key, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", key); err != nil {
+		// The lock may have been granted just as ctx ended; closing the
+		// session is the only sure way to drop it.
+		closeHijacked(conn)
+		return nil, fmt.Errorf("db: lock %q: %w", key, err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var released bool
+			err := conn.QueryRow(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", key).Scan(&released)
+			if err != nil || !released {
+				s.logger.Warn("advisory unlock failed; closing the session to release it", "key", key, "error", err)
+				closeHijacked(conn)
+				return
+			}
+			conn.Release()
+		})
+	}, nil
+}
+
+func closeHijacked(conn *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = conn.Hijack().Close(ctx)
+}
+
+// pgArtifactSelect reads artifacts with their locations as JSON.
+const pgArtifactSelect = `SELECT ` + artifactColumns + `,
+	coalesce((SELECT json_agg(json_build_array(l.registry, l.repository) ORDER BY l.registry, l.repository)
+		FROM artifact_locations l WHERE l.digest = a.digest), '[]')
+FROM artifacts a`
+
+// pgWriteArtifact upserts one artifact and adds its locations in one round
+// trip: the locations insert reads the digest the upsert returns.
+const pgWriteArtifact = `
+WITH artifact AS (
+	INSERT INTO artifacts (digest, type, size, media_type, artifact_type, original_digest, image_digest,
+		location, platform, span_size, build_tool, builder_version, created_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13::timestamptz, now()))
+	ON CONFLICT (digest) DO UPDATE SET
+		type = excluded.type, size = excluded.size, media_type = excluded.media_type,
+		artifact_type = excluded.artifact_type, original_digest = excluded.original_digest,
+		image_digest = excluded.image_digest, location = excluded.location, platform = excluded.platform,
+		span_size = excluded.span_size, build_tool = excluded.build_tool,
+		builder_version = excluded.builder_version, created_at = excluded.created_at
+	RETURNING digest
+)
+INSERT INTO artifact_locations (digest, registry, repository)
+SELECT artifact.digest, l.registry, l.repository
+FROM artifact, unnest($14::text[], $15::text[]) AS l (registry, repository)
+ON CONFLICT DO NOTHING`
+
+func (s *postgresStore) WriteArtifactEntry(ctx context.Context, entry *index.ArtifactEntry) error {
+	if err := checkEntry(entry); err != nil {
+		return err
+	}
+	var createdAt *time.Time
+	if !entry.CreatedAt.IsZero() {
+		t := storedTime(entry.CreatedAt)
+		createdAt = &t
+	}
+	registries, repositories := splitLocations(entry.Locations)
+	_, err := s.pool.Exec(ctx, pgWriteArtifact,
+		entry.Digest, entry.Type, entry.Size, entry.MediaType, entry.ArtifactType, entry.OriginalDigest,
+		entry.ImageDigest, entry.Location, entry.Platform, entry.SpanSize, entry.BuildToolIdentifier,
+		entry.BuilderVersion, createdAt, registries, repositories)
+	if err != nil {
+		return fmt.Errorf("db: write artifact %s: %w", entry.Digest, pgError(err))
+	}
+	return nil
+}
+
+var pgArtifactStagingColumns = []string{"ord", "digest", "type", "size", "media_type", "artifact_type",
+	"original_digest", "image_digest", "location", "platform", "span_size", "build_tool", "builder_version", "created_at"}
+
+// WriteArtifactEntries copies the entries into temporary tables and upserts
+// from there: two COPYs and two statements for any number of entries.
+func (s *postgresStore) WriteArtifactEntries(ctx context.Context, entries []*index.ArtifactEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	now := time.Now()
+	artifactRows := make([][]any, 0, len(entries))
+	var locationRows [][]any
+	for i, e := range entries {
+		if err := checkEntry(e); err != nil {
+			return err
+		}
+		createdAt := e.CreatedAt
+		if createdAt.IsZero() {
+			createdAt = now
+		}
+		createdAt = storedTime(createdAt)
+		artifactRows = append(artifactRows, []any{int64(i), e.Digest, string(e.Type), e.Size, e.MediaType,
+			e.ArtifactType, e.OriginalDigest, e.ImageDigest, e.Location, e.Platform, e.SpanSize,
+			e.BuildToolIdentifier, e.BuilderVersion, createdAt})
+		for _, loc := range e.Locations {
+			locationRows = append(locationRows, []any{e.Digest, loc.Registry, loc.Repository})
+		}
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+			CREATE TEMP TABLE artifacts_staging (ord bigint, LIKE artifacts) ON COMMIT DROP;
+			CREATE TEMP TABLE artifact_locations_staging (digest text, registry text, repository text) ON COMMIT DROP`)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"artifacts_staging"}, pgArtifactStagingColumns,
+			pgx.CopyFromRows(artifactRows)); err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"artifact_locations_staging"},
+			[]string{"digest", "registry", "repository"}, pgx.CopyFromRows(locationRows)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO artifacts (digest, type, size, media_type, artifact_type, original_digest, image_digest,
+				location, platform, span_size, build_tool, builder_version, created_at)
+			SELECT DISTINCT ON (digest) digest, type, size, media_type, artifact_type, original_digest, image_digest,
+				location, platform, span_size, build_tool, builder_version, created_at
+			FROM artifacts_staging
+			ORDER BY digest, ord DESC
+			ON CONFLICT (digest) DO UPDATE SET
+				type = excluded.type, size = excluded.size, media_type = excluded.media_type,
+				artifact_type = excluded.artifact_type, original_digest = excluded.original_digest,
+				image_digest = excluded.image_digest, location = excluded.location, platform = excluded.platform,
+				span_size = excluded.span_size, build_tool = excluded.build_tool,
+				builder_version = excluded.builder_version, created_at = excluded.created_at`)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO artifact_locations (digest, registry, repository)
+			SELECT DISTINCT digest, registry, repository FROM artifact_locations_staging
+			ON CONFLICT DO NOTHING`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("db: write %d artifacts: %w", len(entries), pgError(err))
+	}
+	return nil
+}
+
+func (s *postgresStore) GetArtifactEntry(ctx context.Context, dgst string) (*index.ArtifactEntry, error) {
+	e, err := scanArtifact(s.pool.QueryRow(ctx, pgArtifactSelect+" WHERE a.digest = $1", dgst))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("db: %s: %w", dgst, index.ErrArtifactNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: get artifact %s: %w", dgst, err)
+	}
+	return e, nil
+}
+
+func (s *postgresStore) GetArtifactType(ctx context.Context, dgst string) (index.ArtifactEntryType, error) {
+	var t index.ArtifactEntryType
+	err := s.pool.QueryRow(ctx, "SELECT type FROM artifacts WHERE digest = $1", dgst).Scan(&t)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("db: %s: %w", dgst, index.ErrArtifactNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("db: get artifact type %s: %w", dgst, err)
+	}
+	return t, nil
+}
+
+func (s *postgresStore) Walk(ctx context.Context, f func(*index.ArtifactEntry) error) error {
+	after := ""
+	for {
+		rows, err := s.pool.Query(ctx, pgArtifactSelect+" WHERE a.digest > $1 ORDER BY a.digest LIMIT $2",
+			after, walkPageSize)
+		if err != nil {
+			return fmt.Errorf("db: walk artifacts: %w", err)
+		}
+		page, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*index.ArtifactEntry, error) {
+			return scanArtifact(row)
+		})
+		if err != nil {
+			return fmt.Errorf("db: walk artifacts: %w", err)
+		}
+		for _, e := range page {
+			if err := f(e); err != nil {
+				return err
+			}
+		}
+		if len(page) < walkPageSize {
+			return nil
+		}
+		after = page[len(page)-1].Digest
+	}
+}
+
+func (s *postgresStore) GetArtifactEntriesByImageDigest(ctx context.Context, imageDigest string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT digest FROM artifacts
+		WHERE type = 'soci_index' AND image_digest = $1 AND media_type = $2 ORDER BY digest`,
+		imageDigest, ociManifestMediaType)
+	if err != nil {
+		return nil, fmt.Errorf("db: indexes of image %s: %w", imageDigest, err)
+	}
+	digests, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("db: indexes of image %s: %w", imageDigest, err)
+	}
+	return digests, nil
+}
+
+func (s *postgresStore) RemoveArtifactEntryByIndexDigest(ctx context.Context, dgst string) error {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM artifacts WHERE digest = $1 AND type = 'soci_index'", dgst)
+	if err != nil {
+		return fmt.Errorf("db: remove index %s: %w", dgst, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	return notAnIndex(s.GetArtifactType(ctx, dgst))
+}
+
+func (s *postgresStore) RemoveOldArtifacts(ctx context.Context, exists index.ExistsFunc) error {
+	stale, err := findStale(ctx, s, exists)
+	if err != nil {
+		return err
+	}
+	if len(stale.locations) == 0 && len(stale.artifacts) == 0 {
+		return nil
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		digests, registries, repositories := stale.locationColumns()
+		if _, err := tx.Exec(ctx, `DELETE FROM artifact_locations l
+			USING unnest($1::text[], $2::text[], $3::text[]) AS s (digest, registry, repository)
+			WHERE l.digest = s.digest AND l.registry = s.registry AND l.repository = s.repository`,
+			digests, registries, repositories); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "DELETE FROM artifacts WHERE digest = ANY($1)", stale.artifacts)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("db: remove old artifacts: %w", err)
+	}
+	s.logger.Info("removed old artifacts", "artifacts", len(stale.artifacts), "locations", len(stale.locations))
+	return nil
+}
+
+func (s *postgresStore) FindReusableZtoc(ctx context.Context, layerDigest digest.Digest, spanSize int64, builderVersion string) (*index.ArtifactEntry, error) {
+	e, err := scanArtifact(s.pool.QueryRow(ctx, pgArtifactSelect+`
+		WHERE a.type = 'soci_layer' AND a.original_digest = $1 AND a.span_size = $2 AND a.builder_version = $3
+		ORDER BY a.created_at DESC, a.digest LIMIT 1`, layerDigest.String(), spanSize, builderVersion))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("db: zTOC for layer %s (span %d, builder %q): %w",
+			layerDigest, spanSize, builderVersion, index.ErrArtifactNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: find zTOC for layer %s: %w", layerDigest, err)
+	}
+	return e, nil
+}
+
+func (s *postgresStore) RecordLayerUses(ctx context.Context, image JobKey, uses []LayerUse) error {
+	uses = uniqueLayerUses(uses)
+	if len(uses) == 0 {
+		return nil
+	}
+	layers := make([]string, len(uses))
+	sizes := make([]int64, len(uses))
+	ztocs := make([]string, len(uses))
+	reused := make([]bool, len(uses))
+	for i, u := range uses {
+		layers[i], sizes[i], ztocs[i], reused[i] = u.LayerDigest, u.LayerSize, u.ZtocDigest, u.Reused
+	}
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO layer_uses (registry, repository, image_digest, layer_digest, layer_size, ztoc_digest, reused)
+		SELECT $1, $2, $3, u.layer_digest, u.layer_size, u.ztoc_digest, u.reused
+		FROM unnest($4::text[], $5::bigint[], $6::text[], $7::boolean[]) AS u (layer_digest, layer_size, ztoc_digest, reused)
+		ON CONFLICT (registry, repository, image_digest, layer_digest) DO UPDATE SET
+			layer_size = excluded.layer_size, ztoc_digest = excluded.ztoc_digest,
+			reused = excluded.reused, recorded_at = now()`,
+		image.Registry, image.Repository, image.Digest, layers, sizes, ztocs, reused)
+	if err != nil {
+		return fmt.Errorf("db: record layers of %s: %w", image, pgError(err))
+	}
+	return nil
+}
+
+func (s *postgresStore) RemoveImage(ctx context.Context, registry, repository, imageDigest string) (*Removal, error) {
+	removal := &Removal{}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		*removal = Removal{}
+		rows, err := tx.Query(ctx, `DELETE FROM layer_uses
+			WHERE registry = $1 AND repository = $2 AND image_digest = $3 RETURNING ztoc_digest`,
+			registry, repository, imageDigest)
+		if err != nil {
+			return err
+		}
+		used, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		// A zTOC leaves the repository only when no other image there uses it.
+		rows, err = tx.Query(ctx, `DELETE FROM artifact_locations l
+			WHERE l.registry = $1 AND l.repository = $2 AND l.digest = ANY($3)
+			AND NOT EXISTS (SELECT 1 FROM layer_uses u
+				WHERE u.ztoc_digest = l.digest AND u.registry = $1 AND u.repository = $2)
+			RETURNING l.digest`, registry, repository, used)
+		if err != nil {
+			return err
+		}
+		if removal.Ztocs, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `DELETE FROM artifact_locations l USING artifacts a
+			WHERE a.digest = l.digest AND a.type = 'soci_index' AND (a.image_digest = $3 OR a.location = $3)
+			AND l.registry = $1 AND l.repository = $2
+			RETURNING l.digest`, registry, repository, imageDigest)
+		if err != nil {
+			return err
+		}
+		if removal.Indexes, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `DELETE FROM artifacts a
+			WHERE a.digest = ANY($1)
+			AND NOT EXISTS (SELECT 1 FROM artifact_locations l WHERE l.digest = a.digest)
+			AND NOT EXISTS (SELECT 1 FROM layer_uses u WHERE u.ztoc_digest = a.digest)
+			RETURNING a.digest`, append(append([]string{}, used...), removal.Indexes...))
+		if err != nil {
+			return err
+		}
+		if removal.Deleted, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM jobs WHERE registry = $1 AND repository = $2 AND digest = $3",
+			registry, repository, imageDigest)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("db: remove image %s/%s@%s: %w", registry, repository, imageDigest, err)
+	}
+	removal.sort()
+	return removal, nil
+}
+
+// maxVersion migrates to the newest migration.
+const maxVersion = int64(1<<63 - 1)

@@ -1,0 +1,145 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const pgJobWhere = " WHERE j.registry = $1 AND j.repository = $2 AND j.digest = $3"
+
+func (s *postgresStore) UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error) {
+	job, err := scanJob(s.pool.QueryRow(ctx, `
+		INSERT INTO jobs AS j (registry, repository, digest, source, tag, status)
+		VALUES ($1, $2, $3, $4, $5, 'queued')
+		ON CONFLICT ON CONSTRAINT jobs_image_key DO UPDATE SET
+			source = CASE WHEN excluded.source <> '' THEN excluded.source ELSE j.source END,
+			tag = CASE WHEN excluded.tag <> '' THEN excluded.tag ELSE j.tag END,
+			status = CASE WHEN j.status = 'failed' THEN 'queued' ELSE j.status END,
+			queued_at = CASE WHEN j.status = 'failed' THEN now() ELSE j.queued_at END
+		RETURNING `+jobColumns,
+		key.Registry, key.Repository, key.Digest, source, tag))
+	if err != nil {
+		return nil, fmt.Errorf("db: queue job %s: %w", key, pgError(err))
+	}
+	return job, nil
+}
+
+func (s *postgresStore) Start(ctx context.Context, key JobKey, worker string) (int, error) {
+	var attempt int
+	err := s.pool.QueryRow(ctx, `
+		WITH job AS (
+			INSERT INTO jobs AS j (registry, repository, digest, status, attempts, worker, started_at)
+			VALUES ($1, $2, $3, 'running', 1, $4, now())
+			ON CONFLICT ON CONSTRAINT jobs_image_key DO UPDATE SET
+				status = 'running', attempts = j.attempts + 1, worker = excluded.worker,
+				started_at = now(), finished_at = NULL, skip_reason = ''
+			RETURNING id, attempts
+		)
+		INSERT INTO job_attempts (job_id, attempt, worker, status)
+		SELECT id, attempts, $4, 'running' FROM job
+		RETURNING attempt`,
+		key.Registry, key.Repository, key.Digest, worker).Scan(&attempt)
+	if err != nil {
+		return 0, fmt.Errorf("db: start job %s: %w", key, pgError(err))
+	}
+	return attempt, nil
+}
+
+// pgFinishJob sets the job's outcome and closes its current attempt.
+const pgFinishJob = `
+WITH job AS (
+	UPDATE jobs SET status = $4, skip_reason = $5, last_error = $6, bytes_read = $7, options_hash = $8,
+		finished_at = CASE WHEN $4 = 'queued' THEN NULL ELSE now() END
+	WHERE registry = $1 AND repository = $2 AND digest = $3
+	RETURNING id, attempts
+), attempt AS (
+	UPDATE job_attempts a SET status = $9, error = $6, bytes_read = $7, finished_at = now()
+	FROM job WHERE a.job_id = job.id AND a.attempt = job.attempts AND a.status = 'running'
+	RETURNING 1
+)
+SELECT count(*) FROM job`
+
+func (s *postgresStore) finish(ctx context.Context, key JobKey, o outcome) error {
+	var n int
+	err := s.pool.QueryRow(ctx, pgFinishJob, key.Registry, key.Repository, key.Digest,
+		o.jobStatus, o.skipReason, o.errorText, o.bytesRead, o.optionsHash, o.attemptStatus).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("db: mark job %s %s: %w", key, o.jobStatus, pgError(err))
+	}
+	if n == 0 {
+		return fmt.Errorf("db: %s: %w", key, ErrJobNotFound)
+	}
+	return nil
+}
+
+func (s *postgresStore) Succeed(ctx context.Context, key JobKey, result JobResult) error {
+	return s.finish(ctx, key, succeeded(result))
+}
+
+func (s *postgresStore) Skip(ctx context.Context, key JobKey, reason string) error {
+	return s.finish(ctx, key, skipped(reason))
+}
+
+func (s *postgresStore) Fail(ctx context.Context, key JobKey, cause error, permanent bool) error {
+	return s.finish(ctx, key, failed(cause, permanent))
+}
+
+func (s *postgresStore) Get(ctx context.Context, key JobKey) (*Job, error) {
+	job, err := scanJob(s.pool.QueryRow(ctx, "SELECT "+jobColumns+" FROM jobs j"+pgJobWhere,
+		key.Registry, key.Repository, key.Digest))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("db: %s: %w", key, ErrJobNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: get job %s: %w", key, err)
+	}
+	return job, nil
+}
+
+func (s *postgresStore) List(ctx context.Context, filter JobFilter) ([]*Job, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+jobColumns+` FROM jobs j
+		WHERE ($1 = '' OR j.registry = $1) AND ($2 = '' OR j.repository = $2) AND ($3 = '' OR j.status = $3)
+		ORDER BY j.queued_at DESC, j.id DESC LIMIT $4`,
+		filter.Registry, filter.Repository, string(filter.Status), filter.limit())
+	if err != nil {
+		return nil, fmt.Errorf("db: list jobs: %w", err)
+	}
+	jobs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*Job, error) { return scanJob(row) })
+	if err != nil {
+		return nil, fmt.Errorf("db: list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+func (s *postgresStore) Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+attemptColumns+` FROM job_attempts a
+		JOIN jobs j ON j.id = a.job_id`+pgJobWhere+" ORDER BY a.attempt",
+		key.Registry, key.Repository, key.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("db: attempts of job %s: %w", key, err)
+	}
+	attempts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*JobAttempt, error) { return scanAttempt(row) })
+	if err != nil {
+		return nil, fmt.Errorf("db: attempts of job %s: %w", key, err)
+	}
+	if len(attempts) == 0 {
+		if _, err := s.Get(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	return attempts, nil
+}
+
+func (s *postgresStore) IsIndexed(ctx context.Context, key JobKey, optionsHash string) (bool, error) {
+	var indexed bool
+	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM jobs j"+pgJobWhere+
+		" AND j.status = 'succeeded' AND j.options_hash = $4)",
+		key.Registry, key.Repository, key.Digest, optionsHash).Scan(&indexed)
+	if err != nil {
+		return false, fmt.Errorf("db: is %s indexed: %w", key, err)
+	}
+	return indexed, nil
+}

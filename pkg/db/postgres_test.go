@@ -1,0 +1,208 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+func TestPostgresConformance(t *testing.T) {
+	t.Parallel()
+	testStore(t, func(t *testing.T) Store { return openStore(t, newPostgresDSN(t)) })
+}
+
+// TestPostgresLockAcrossProcesses takes the lock through two stores, each
+// with its own pool, as two worker processes would.
+func TestPostgresLockAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	dsn := newPostgresDSN(t)
+	testLockers(t, openStore(t, dsn), openStore(t, dsn))
+}
+
+// TestPostgresLockReleasedOnClose: a process that dies holding the lock
+// does not block the others.
+func TestPostgresLockReleasedOnClose(t *testing.T) {
+	t.Parallel()
+	dsn := newPostgresDSN(t)
+	ctx := context.Background()
+	holder, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Lock(ctx, "key"); err != nil {
+		t.Fatal(err)
+	}
+	other := openStore(t, dsn)
+	waitCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := other.Lock(waitCtx, "key"); err == nil {
+		t.Fatal("lock taken twice")
+	}
+	holder.Close()
+	waitCtx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	unlock, err := other.Lock(waitCtx, "key")
+	if err != nil {
+		t.Fatalf("lock after the holder closed: %v", err)
+	}
+	unlock()
+}
+
+func TestPostgresUpgradeKeepsData(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := newPostgresDSN(t)
+	pool, err := connectPostgres(ctx, dsn, newOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	report, err := migrate(ctx, sqlDB, BackendPostgres, 1, discardLogger())
+	if err != nil || report.To != 1 {
+		t.Fatalf("migrate to 1 = %+v, %v", report, err)
+	}
+	seedVersion1(t, sqlDB)
+	sqlDB.Close()
+	pool.Close()
+
+	report, err = Migrate(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.From != 1 || report.To != 2 || len(report.Applied) != 1 || report.Applied[0].Version != 2 {
+		t.Errorf("upgrade = %+v, want 1 → 2", report)
+	}
+	assertSeedVersion1(t, openStore(t, dsn))
+
+	// Once up to date, Migrate applies nothing.
+	report, err = Migrate(ctx, dsn)
+	if err != nil || len(report.Applied) != 0 || report.To != 2 {
+		t.Errorf("second Migrate = %+v, %v; want nothing applied", report, err)
+	}
+}
+
+func TestPostgresConcurrentMigrations(t *testing.T) {
+	t.Parallel()
+	dsn := newPostgresDSN(t)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			s, err := Open(context.Background(), dsn)
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Open: %v", err)
+		}
+	}
+}
+
+func TestPostgresSchemaTooNew(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := newPostgresDSN(t)
+	s := openStore(t, dsn)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "INSERT INTO goose_db_version (version_id, is_applied) VALUES (99, true)"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for name, err := range map[string]error{
+		"Open":    func() error { _, err := Open(ctx, dsn); return err }(),
+		"Migrate": func() error { _, err := Migrate(ctx, dsn); return err }(),
+	} {
+		var tooNew *SchemaTooNewError
+		if !errors.Is(err, ErrSchemaTooNew) || !errors.As(err, &tooNew) || tooNew.DatabaseVersion != 99 ||
+			tooNew.KnownVersion != 2 {
+			t.Errorf("%s on a newer schema: %v, want ErrSchemaTooNew 99 > 2", name, err)
+		}
+	}
+}
+
+func TestPostgresUnreachable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Port 1 on loopback refuses at once.
+	_, err := Open(ctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=5")
+	if err == nil {
+		t.Fatal("Open of an unreachable server: no error")
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("error does not name the host: %v", err)
+	}
+	if !IsTransient(err) {
+		t.Errorf("a refused connection is not transient: %v", err)
+	}
+	_, err = Open(ctx, "postgres://postgres@db.invalid:5432/postgres?connect_timeout=5")
+	if err == nil || !strings.Contains(err.Error(), "db.invalid") {
+		t.Errorf("Open of an unknown host: %v, want an error naming db.invalid", err)
+	}
+}
+
+// TestPostgresConnectionLoss kills the store's server connections from
+// another session while it is in use: the next calls must either succeed
+// (the pool reconnects) or fail with an error IsTransient accepts.
+func TestPostgresConnectionLoss(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := newPostgresDSN(t)
+	s := openStore(t, dsn, WithMaxConns(4))
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+
+	// Warm the pool so there are connections to kill.
+	for i := range 4 {
+		mustWrite(t, s, ztocEntry(fakeDigest(fmt.Sprint("layer", i)), 1<<22, "v1", repoA))
+	}
+	// Kill them mid-use too: one session sleeps in a query while it dies.
+	sleeping := make(chan error, 1)
+	go func() {
+		_, err := s.(*postgresStore).pool.Exec(ctx, "SELECT pg_sleep(5)")
+		sleeping <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	var killed int
+	err = admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&killed)
+	if err != nil || killed == 0 {
+		t.Fatalf("terminated %d backends, %v", killed, err)
+	}
+	if err := <-sleeping; err == nil || !IsTransient(err) {
+		t.Errorf("query whose backend was terminated: %v, want a transient error", err)
+	}
+
+	var ok, transient int
+	for i := range 10 {
+		_, err := s.GetArtifactEntry(ctx, fakeDigest(fmt.Sprint("ztoc ", fakeDigest(fmt.Sprint("layer", i%4)), " 4194304 v1")))
+		switch {
+		case err == nil:
+			ok++
+		case IsTransient(err):
+			transient++
+		default:
+			t.Errorf("call %d after the backends died: %v is neither success nor transient", i, err)
+		}
+	}
+	if ok == 0 {
+		t.Errorf("the pool never recovered: %d transient errors, no success", transient)
+	}
+	t.Logf("after terminating %d backends: %d calls succeeded, %d transient errors", killed, ok, transient)
+}

@@ -1,0 +1,173 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+const liteJobWhere = " WHERE j.registry = ? AND j.repository = ? AND j.digest = ?"
+
+func (s *sqliteStore) UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error) {
+	job, err := scanJob(s.db.QueryRowContext(ctx, `
+		INSERT INTO jobs AS j (registry, repository, digest, source, tag, status, queued_at)
+		VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)
+		ON CONFLICT (registry, repository, digest) DO UPDATE SET
+			source = CASE WHEN excluded.source <> '' THEN excluded.source ELSE j.source END,
+			tag = CASE WHEN excluded.tag <> '' THEN excluded.tag ELSE j.tag END,
+			status = CASE WHEN j.status = 'failed' THEN 'queued' ELSE j.status END,
+			queued_at = CASE WHEN j.status = 'failed' THEN excluded.queued_at ELSE j.queued_at END
+		RETURNING `+jobColumns,
+		key.Registry, key.Repository, key.Digest, source, tag, formatTime(time.Now())))
+	if err != nil {
+		return nil, fmt.Errorf("db: queue job %s: %w", key, sqliteError(err))
+	}
+	return job, nil
+}
+
+func (s *sqliteStore) Start(ctx context.Context, key JobKey, worker string) (int, error) {
+	var attempt int
+	now := formatTime(time.Now())
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		err := tx.QueryRowContext(ctx, `
+			INSERT INTO jobs AS j (registry, repository, digest, status, attempts, worker, queued_at, started_at)
+			VALUES (?1, ?2, ?3, 'running', 1, ?4, ?5, ?5)
+			ON CONFLICT (registry, repository, digest) DO UPDATE SET
+				status = 'running', attempts = j.attempts + 1, worker = excluded.worker,
+				started_at = excluded.started_at, finished_at = NULL, skip_reason = ''
+			RETURNING id, attempts`,
+			key.Registry, key.Repository, key.Digest, worker, now).Scan(&id, &attempt)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO job_attempts (job_id, attempt, worker, status, started_at)
+			VALUES (?, ?, ?, 'running', ?)`, id, attempt, worker, now)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("db: start job %s: %w", key, sqliteError(err))
+	}
+	return attempt, nil
+}
+
+func (s *sqliteStore) finish(ctx context.Context, key JobKey, o outcome) error {
+	now := formatTime(time.Now())
+	finishedAt := sql.NullString{String: now, Valid: o.jobStatus != JobQueued}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		var attempt int
+		err := tx.QueryRowContext(ctx, `UPDATE jobs SET status = ?, skip_reason = ?, last_error = ?,
+				bytes_read = ?, options_hash = ?, finished_at = ?
+			WHERE registry = ? AND repository = ? AND digest = ?
+			RETURNING id, attempts`,
+			o.jobStatus, o.skipReason, o.errorText, o.bytesRead, o.optionsHash, finishedAt,
+			key.Registry, key.Repository, key.Digest).Scan(&id, &attempt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%s: %w", key, ErrJobNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE job_attempts SET status = ?, error = ?, bytes_read = ?, finished_at = ?
+			WHERE job_id = ? AND attempt = ? AND status = 'running'`,
+			o.attemptStatus, o.errorText, o.bytesRead, now, id, attempt)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("db: mark job %s %s: %w", key, o.jobStatus, sqliteError(err))
+	}
+	return nil
+}
+
+func (s *sqliteStore) Succeed(ctx context.Context, key JobKey, result JobResult) error {
+	return s.finish(ctx, key, succeeded(result))
+}
+
+func (s *sqliteStore) Skip(ctx context.Context, key JobKey, reason string) error {
+	return s.finish(ctx, key, skipped(reason))
+}
+
+func (s *sqliteStore) Fail(ctx context.Context, key JobKey, cause error, permanent bool) error {
+	return s.finish(ctx, key, failed(cause, permanent))
+}
+
+func (s *sqliteStore) Get(ctx context.Context, key JobKey) (*Job, error) {
+	job, err := scanJob(s.db.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs j"+liteJobWhere,
+		key.Registry, key.Repository, key.Digest))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("db: %s: %w", key, ErrJobNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: get job %s: %w", key, err)
+	}
+	return job, nil
+}
+
+func (s *sqliteStore) List(ctx context.Context, filter JobFilter) ([]*Job, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+jobColumns+` FROM jobs j
+		WHERE (?1 = '' OR j.registry = ?1) AND (?2 = '' OR j.repository = ?2) AND (?3 = '' OR j.status = ?3)
+		ORDER BY j.queued_at DESC, j.id DESC LIMIT ?4`,
+		filter.Registry, filter.Repository, string(filter.Status), filter.limit())
+	if err != nil {
+		return nil, fmt.Errorf("db: list jobs: %w", err)
+	}
+	defer rows.Close()
+	var jobs []*Job
+	for rows.Next() {
+		job, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("db: list jobs: %w", err)
+		}
+		jobs = append(jobs, job)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+func (s *sqliteStore) Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, error) {
+	attempts, err := s.queryAttempts(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("db: attempts of job %s: %w", key, err)
+	}
+	if len(attempts) == 0 {
+		if _, err := s.Get(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	return attempts, nil
+}
+
+func (s *sqliteStore) queryAttempts(ctx context.Context, key JobKey) ([]*JobAttempt, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+attemptColumns+` FROM job_attempts a
+		JOIN jobs j ON j.id = a.job_id`+liteJobWhere+" ORDER BY a.attempt",
+		key.Registry, key.Repository, key.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var attempts []*JobAttempt
+	for rows.Next() {
+		a, err := scanAttempt(rows)
+		if err != nil {
+			return nil, err
+		}
+		attempts = append(attempts, a)
+	}
+	return attempts, rows.Err()
+}
+
+func (s *sqliteStore) IsIndexed(ctx context.Context, key JobKey, optionsHash string) (bool, error) {
+	var indexed bool
+	err := s.db.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM jobs j"+liteJobWhere+
+		" AND j.status = 'succeeded' AND j.options_hash = ?)",
+		key.Registry, key.Repository, key.Digest, optionsHash).Scan(&indexed)
+	if err != nil {
+		return false, fmt.Errorf("db: is %s indexed: %w", key, err)
+	}
+	return indexed, nil
+}

@@ -1,0 +1,362 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrPermanent marks a handler error that retrying cannot fix: a handler
+// returning an error that wraps it has its job terminated and
+// dead-lettered at once. Wrap with Permanent.
+var ErrPermanent = errors.New("permanent failure")
+
+// Permanent wraps err so that Consume terminates the job instead of
+// retrying it.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrPermanent, err)
+}
+
+// Handler processes one job. If it returns without settling the delivery,
+// Consume settles it: nil acks, an error wrapping ErrPermanent terminates,
+// any other error naks with backoff. ctx is cancelled only once the
+// consumer's drain timeout has passed after shutdown.
+type Handler func(ctx context.Context, d *Delivery) error
+
+// ConsumeOption configures Consume.
+type ConsumeOption func(*consumeOptions)
+
+type consumeOptions struct {
+	concurrency  int
+	backoffBase  time.Duration
+	backoffMax   time.Duration
+	drainTimeout time.Duration
+	fetchWait    time.Duration
+	deadLetters  bool
+}
+
+// WithConcurrency bounds the jobs handled at once by this Consume call;
+// default 1.
+func WithConcurrency(n int) ConsumeOption {
+	return func(o *consumeOptions) { o.concurrency = max(n, 1) }
+}
+
+// WithRetryBackoff sets the nak delay: base·2^(deliveries-1), capped at
+// max. Defaults 10s and 10m.
+func WithRetryBackoff(base, max time.Duration) ConsumeOption {
+	return func(o *consumeOptions) { o.backoffBase, o.backoffMax = base, max }
+}
+
+// WithDrainTimeout sets how long in-flight handlers may run after ctx is
+// cancelled before their own context is cancelled; default 30s.
+func WithDrainTimeout(d time.Duration) ConsumeOption {
+	return func(o *consumeOptions) { o.drainTimeout = d }
+}
+
+// WithFetchWait sets how long one pull request waits for jobs; default 5s.
+// Workers freed during a pull are used by the next one.
+func WithFetchWait(d time.Duration) ConsumeOption {
+	return func(o *consumeOptions) { o.fetchWait = d }
+}
+
+// WithoutDeadLetterWatch turns off the listener for JetStream's
+// max-deliveries advisory, which dead-letters jobs whose last delivery
+// timed out (the worker died). Any one running consumer is enough.
+func WithoutDeadLetterWatch() ConsumeOption {
+	return func(o *consumeOptions) { o.deadLetters = false }
+}
+
+// Consume pulls jobs and runs h on each, at most the configured number at
+// once, until ctx is cancelled. Then it stops pulling, lets in-flight
+// handlers finish within the drain timeout, naks what they leave
+// unsettled, and returns nil. Nothing it received is lost: a job is
+// acked, naked (redelivered), or dead-lettered.
+func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) error {
+	o := consumeOptions{
+		concurrency:  1,
+		backoffBase:  10 * time.Second,
+		backoffMax:   10 * time.Minute,
+		drainTimeout: 30 * time.Second,
+		fetchWait:    5 * time.Second,
+		deadLetters:  true,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+
+	if o.deadLetters {
+		stop, err := q.watchMaxDeliveries()
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	// Handlers outlive ctx by the drain timeout, so a job near its end is
+	// not thrown away on shutdown.
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	stopDrain := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(o.drainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancelHandlers()
+		case <-handlerCtx.Done():
+		}
+	})
+	defer stopDrain()
+
+	slots := make(chan struct{}, o.concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	for ctx.Err() == nil {
+		// Pull only as many jobs as there are free workers: a pulled job's
+		// AckWait is already running.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		free := 1
+	claim:
+		for free < o.concurrency {
+			select {
+			case slots <- struct{}{}:
+				free++
+			default:
+				break claim
+			}
+		}
+		batch, err := q.consumer.Fetch(free, jetstream.FetchMaxWait(o.fetchWait), jetstream.FetchContext(ctx))
+		if err != nil {
+			for range free {
+				<-slots
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			q.log.Warn("queue: fetch failed", "stream", q.cfg.Stream, "error", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		used := 0
+		for msg := range batch.Messages() {
+			if ctx.Err() != nil {
+				// Shutting down: give it back at once for another worker.
+				_ = msg.Nak()
+				continue
+			}
+			used++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				q.handle(handlerCtx, ctx, h, msg, o)
+			}()
+		}
+		for range free - used {
+			<-slots
+		}
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+			!errors.Is(err, context.DeadlineExceeded) {
+			q.log.Warn("queue: fetch ended", "stream", q.cfg.Stream, "error", err)
+		}
+	}
+	return nil
+}
+
+func (q *Queue) handle(ctx, consumeCtx context.Context, h Handler, msg jetstream.Msg, o consumeOptions) {
+	d, err := q.newDelivery(msg, o)
+	if err != nil {
+		// Not a job we can read: retrying will not help.
+		q.log.Error("queue: undecodable job", "subject", msg.Subject(), "error", err)
+		if d == nil {
+			_ = msg.TermWithReason(err.Error())
+			return
+		}
+		_ = d.Term(ctx, err)
+		return
+	}
+	herr := runHandler(ctx, h, d)
+	if d.settled() {
+		return
+	}
+	switch {
+	case herr == nil:
+		if err := d.Ack(ctx); err != nil {
+			q.log.Warn("queue: ack failed; the job will be redelivered", "job", d.Job.Key(), "error", err)
+		}
+	case consumeCtx.Err() != nil && ctx.Err() != nil:
+		// Cut short by shutdown: not the job's fault, give it back now.
+		d.markSettled()
+		_ = msg.Nak()
+	case errors.Is(herr, ErrPermanent):
+		_ = d.Term(ctx, herr)
+	default:
+		_ = d.Nak(ctx, herr)
+	}
+}
+
+// runHandler turns a handler panic into an error so one bad job cannot take
+// the worker down.
+func runHandler(ctx context.Context, h Handler, d *Delivery) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("queue: handler panic: %v", p)
+		}
+	}()
+	return h(ctx, d)
+}
+
+// Delivery is one delivery of a job to a handler, with the controls to
+// settle it. Settle at most once; later calls return ErrSettled.
+type Delivery struct {
+	Job Job
+	// NumDelivered counts deliveries of this job, this one included.
+	NumDelivered uint64
+	// Sequence is the job's sequence in the work stream.
+	Sequence uint64
+
+	q    *Queue
+	msg  jetstream.Msg
+	opts consumeOptions
+
+	mu   sync.Mutex
+	done bool
+}
+
+// ErrSettled is returned when a delivery is settled twice.
+var ErrSettled = errors.New("queue: delivery already settled")
+
+func (q *Queue) newDelivery(msg jetstream.Msg, o consumeOptions) (*Delivery, error) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return nil, fmt.Errorf("queue: message metadata: %w", err)
+	}
+	d := &Delivery{NumDelivered: md.NumDelivered, Sequence: md.Sequence.Stream, q: q, msg: msg, opts: o}
+	if err := json.Unmarshal(msg.Data(), &d.Job); err != nil {
+		return d, fmt.Errorf("queue: decode job: %w", err)
+	}
+	return d, nil
+}
+
+// Final reports whether this is the last delivery JetStream will make:
+// failing now dead-letters the job.
+func (d *Delivery) Final() bool {
+	return d.NumDelivered >= uint64(d.q.cfg.MaxDeliver)
+}
+
+// RetryDelay is the nak delay for this delivery.
+func (d *Delivery) RetryDelay() time.Duration {
+	return retryDelay(d.NumDelivered, d.opts.backoffBase, d.opts.backoffMax)
+}
+
+func retryDelay(numDelivered uint64, base, limit time.Duration) time.Duration {
+	delay := base
+	for i := uint64(1); i < numDelivered && delay < limit; i++ {
+		delay *= 2
+	}
+	return min(delay, limit)
+}
+
+func (d *Delivery) settle() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done {
+		return ErrSettled
+	}
+	d.done = true
+	return nil
+}
+
+func (d *Delivery) markSettled() { _ = d.settle() }
+
+func (d *Delivery) settled() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.done
+}
+
+// Ack marks the job done and removes it from the work stream. It waits
+// for JetStream to confirm.
+func (d *Delivery) Ack(ctx context.Context) error {
+	if err := d.settle(); err != nil {
+		return err
+	}
+	if err := d.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("queue: ack %s: %w", d.Job.Key(), err)
+	}
+	return nil
+}
+
+// Nak gives the job back to be retried after RetryDelay. On the final
+// delivery it dead-letters the job with cause instead.
+func (d *Delivery) Nak(ctx context.Context, cause error) error {
+	if err := d.settle(); err != nil {
+		return err
+	}
+	if d.Final() {
+		return d.q.deadLetter(ctx, d, ReasonMaxDeliveries, cause)
+	}
+	delay := d.RetryDelay()
+	d.q.log.Info("queue: job failed, will retry", "job", d.Job.Key(), "delivery", d.NumDelivered,
+		"retry_in", delay, "error", cause)
+	if err := d.msg.NakWithDelay(delay); err != nil {
+		return fmt.Errorf("queue: nak %s: %w", d.Job.Key(), err)
+	}
+	return nil
+}
+
+// Term stops retrying the job and dead-letters it with cause.
+func (d *Delivery) Term(ctx context.Context, cause error) error {
+	if err := d.settle(); err != nil {
+		return err
+	}
+	return d.q.deadLetter(ctx, d, ReasonTerminated, cause)
+}
+
+// InProgress tells JetStream the job is still being worked on, resetting
+// its AckWait.
+func (d *Delivery) InProgress() error {
+	return d.msg.InProgress()
+}
+
+// KeepAlive signals progress every AckWait/3 until the returned stop is
+// called or ctx ends. Use it around long work.
+func (d *Delivery) KeepAlive(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(d.q.cfg.AckWait/3, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if d.settled() {
+					return
+				}
+				_ = d.msg.InProgress()
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}

@@ -1,0 +1,287 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
+)
+
+// Publisher stores jobs for the workers; *queue.Queue is one.
+type Publisher interface {
+	Publish(ctx context.Context, job queue.Job) (queue.PublishAck, error)
+}
+
+// BackfillSource is the Job.Source of jobs the backfill enqueues.
+const BackfillSource = "backfill"
+
+// Backfiller walks registries (catalog, then tags) and enqueues the images
+// that have no SOCI index yet: those pushed while the webhook was down, or
+// before the service existed.
+type Backfiller struct {
+	repos     RepositoryFunc
+	registry  func(host string) (*remote.Registry, error)
+	store     Store
+	publisher Publisher
+	worker    *Worker
+	since     time.Duration
+	metrics   *Metrics
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// BackfillOption configures a Backfiller.
+type BackfillOption func(*Backfiller)
+
+// WithSince enqueues only images whose config says they were created within
+// d of now; image indexes and images without a creation time are always
+// considered. Zero means every image.
+func WithSince(d time.Duration) BackfillOption {
+	return func(b *Backfiller) { b.since = d }
+}
+
+// WithBackfillMetrics records the walk's results in m.
+func WithBackfillMetrics(m *Metrics) BackfillOption {
+	return func(b *Backfiller) { b.metrics = m }
+}
+
+// WithBackfillLogger sets the logger (default: discard).
+func WithBackfillLogger(l *slog.Logger) BackfillOption {
+	return func(b *Backfiller) { b.log = l }
+}
+
+// WithIndexedBy tells whether an image counts as indexed the way w does:
+// same build options (and, for v2, same tag). Without it any successful
+// job counts.
+func WithIndexedBy(w *Worker) BackfillOption {
+	return func(b *Backfiller) { b.worker = w }
+}
+
+// NewBackfiller returns a Backfiller that reads registries through repos,
+// asks store what is indexed and enqueues through publisher.
+func NewBackfiller(repos RepositoryFunc, store Store, publisher Publisher, opts ...BackfillOption) *Backfiller {
+	b := &Backfiller{
+		repos:     repos,
+		store:     store,
+		publisher: publisher,
+		log:       slog.New(slog.DiscardHandler),
+		now:       time.Now,
+	}
+	b.registry = func(host string) (*remote.Registry, error) {
+		// The catalog call uses the same client settings as repositories.
+		repo, err := repos(context.Background(), host, "catalog")
+		if err != nil {
+			return nil, err
+		}
+		reg, err := remote.NewRegistry(host)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: %w", host, err)
+		}
+		reg.Client = repo.Client
+		reg.PlainHTTP = repo.PlainHTTP
+		return reg, nil
+	}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// BackfillStats counts what one run saw.
+type BackfillStats struct {
+	Repositories int
+	Tags         int
+	Enqueued     int
+	// Indexed: already indexed, skipped or failed for good, or our own
+	// artifacts.
+	Indexed int
+	Errors  int
+}
+
+// Run walks target, "REGISTRY" (every repository of the catalog) or
+// "REGISTRY/REPOSITORY", and enqueues every tagged image not indexed yet.
+// Errors on single tags are logged and counted; the walk goes on. An error
+// is returned when the catalog or a tag list cannot be read, or a job cannot
+// be enqueued.
+func (b *Backfiller) Run(ctx context.Context, target string) (BackfillStats, error) {
+	var stats BackfillStats
+	host, repository, _ := strings.Cut(target, "/")
+	if host == "" {
+		return stats, fmt.Errorf("backfill target %q: want REGISTRY[/REPOSITORY]", target)
+	}
+	var repositories []string
+	if repository != "" {
+		repositories = []string{repository}
+	} else {
+		reg, err := b.registry(host)
+		if err != nil {
+			return stats, err
+		}
+		err = reg.Repositories(ctx, "", func(page []string) error {
+			repositories = append(repositories, page...)
+			return nil
+		})
+		if err != nil {
+			return stats, fmt.Errorf("backfill: list repositories of %s: %w", host, err)
+		}
+	}
+	for _, name := range repositories {
+		if err := b.repository(ctx, host, name, &stats); err != nil {
+			return stats, err
+		}
+		stats.Repositories++
+	}
+	b.log.Info("backfill done", "target", target, "repositories", stats.Repositories, "tags", stats.Tags,
+		"enqueued", stats.Enqueued, "indexed", stats.Indexed, "errors", stats.Errors)
+	return stats, nil
+}
+
+func (b *Backfiller) repository(ctx context.Context, host, name string, stats *BackfillStats) error {
+	repo, err := b.repos(ctx, host, name)
+	if err != nil {
+		return err
+	}
+	var tags []string
+	err = repo.Tags(ctx, "", func(page []string) error {
+		tags = append(tags, page...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("backfill: list tags of %s/%s: %w", host, name, err)
+	}
+	for _, tag := range tags {
+		if IsReferrersTag(tag) {
+			continue
+		}
+		stats.Tags++
+		log := b.log.With("registry", host, "repository", name, "tag", tag)
+		job, ok, err := b.check(ctx, repo, host, name, tag)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			stats.Errors++
+			b.metrics.countBackfill("error")
+			log.Warn("backfill: cannot check image", "error", err)
+			continue
+		}
+		if !ok {
+			stats.Indexed++
+			b.metrics.countBackfill("indexed")
+			continue
+		}
+		if _, err := b.publisher.Publish(ctx, job); err != nil {
+			return fmt.Errorf("backfill: enqueue %s: %w", job.Key(), err)
+		}
+		if b.store != nil {
+			key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest}
+			if _, err := b.store.UpsertQueued(ctx, key, BackfillSource, tag); err != nil {
+				log.Warn("backfill: cannot record the queued job", "error", err)
+			}
+		}
+		stats.Enqueued++
+		b.metrics.countBackfill("enqueued")
+		log.Info("backfill: image enqueued", "digest", job.Digest)
+	}
+	return nil
+}
+
+// check resolves a tag and tells whether its image needs a job.
+func (b *Backfiller) check(ctx context.Context, repo *remote.Repository, host, name, tag string) (queue.Job, bool, error) {
+	desc, err := repo.Resolve(ctx, tag)
+	if err != nil {
+		return queue.Job{}, false, fmt.Errorf("resolve: %w", err)
+	}
+	job := queue.Job{
+		Source:     BackfillSource,
+		Registry:   host,
+		Repository: name,
+		Digest:     desc.Digest.String(),
+		Tag:        tag,
+		MediaType:  desc.MediaType,
+		Action:     queue.ActionPush,
+		ReceivedAt: b.now().UTC(),
+	}
+	if b.store != nil {
+		rec, err := b.store.Get(ctx, db.JobKey{Registry: host, Repository: name, Digest: job.Digest})
+		switch {
+		case errors.Is(err, db.ErrJobNotFound):
+		case err != nil:
+			return job, false, fmt.Errorf("job record: %w", err)
+		case rec.Status == db.JobSkipped, rec.Status == db.JobFailed:
+			return job, false, nil
+		case rec.Status == db.JobSucceeded:
+			if b.worker == nil || rec.OptionsHash == b.worker.optionsHashFor(tag) {
+				return job, false, nil
+			}
+		}
+	}
+	// Our own artifacts have no job record; tell them by content.
+	body, err := content.FetchAll(ctx, repo, desc)
+	if err != nil {
+		return job, false, fmt.Errorf("fetch manifest: %w", err)
+	}
+	kind := classifyManifest(desc.MediaType, body)
+	if kind.own {
+		return job, false, nil
+	}
+	if b.since > 0 && !kind.isIndex && kind.skip == "" {
+		created, err := b.created(ctx, repo, body)
+		if err != nil {
+			return job, false, err
+		}
+		if !created.IsZero() && created.Before(b.now().Add(-b.since)) {
+			return job, false, nil
+		}
+	}
+	return job, true, nil
+}
+
+// created reads the creation time from an image's config.
+func (b *Backfiller) created(ctx context.Context, repo *remote.Repository, manifestBody []byte) (time.Time, error) {
+	var m ocispec.Manifest
+	if err := json.Unmarshal(manifestBody, &m); err != nil {
+		return time.Time{}, fmt.Errorf("decode manifest: %w", err)
+	}
+	body, err := content.FetchAll(ctx, repo, m.Config)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("fetch config: %w", err)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(body, &cfg); err != nil || cfg.Created == nil {
+		return time.Time{}, nil
+	}
+	return *cfg.Created, nil
+}
+
+// RunEvery runs the backfill of every target each interval until ctx ends.
+func (b *Backfiller) RunEvery(ctx context.Context, interval time.Duration, targets []string) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		for _, target := range targets {
+			if _, err := b.Run(ctx, target); err != nil && ctx.Err() == nil {
+				b.log.Error("backfill failed", "target", target, "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

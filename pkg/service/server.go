@@ -1,0 +1,527 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/soci-indexer/soci-indexer/internal/config"
+	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
+	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/index"
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/webhook"
+)
+
+// NATSURLFile is the file in the data directory where the all-in-one mode
+// writes its embedded NATS server's URL, so that `indexer backfill` and
+// `indexer queue` on the same machine find it.
+const NATSURLFile = "nats.url"
+
+// Server is a running `indexer serve`: workers, HTTP endpoints and, as
+// configured, the webhook and the embedded NATS server, SQLite store and
+// registry. Start it with Start, run the workers with Run.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	metrics *Metrics
+
+	nats     *embeddednats.Server
+	nc       *nats.Conn
+	queue    *queue.Queue
+	store    Store
+	repos    RepositoryFunc
+	worker   *Worker
+	backfill *Backfiller
+
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	httpDone chan struct{}
+	registry *embeddedregistry.Registry
+	embedded bool
+	dsn      string
+	natsURL  string
+	secret   string
+}
+
+// Start brings up everything but the workers: embedded parts, connections,
+// HTTP endpoints and the embedded registry. Close undoes it.
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), embedded: cfg.UseEmbedded(),
+		dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, secret: cfg.WebhookSecret}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.embedded {
+		if err := s.startEmbedded(); err != nil {
+			return nil, err
+		}
+	}
+	if s.natsURL == "" || s.dsn == "" {
+		return nil, fmt.Errorf("%w: outside all-in-one mode both a NATS URL and a database URL are needed", config.ErrInvalid)
+	}
+	if err := s.connect(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startHTTP(); err != nil {
+		return nil, err
+	}
+	if cfg.RegistryListen != "" {
+		if err := s.startRegistry(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.newWorker(); err != nil {
+		return nil, err
+	}
+	s.logStartup()
+	return s, nil
+}
+
+// startEmbedded starts NATS with JetStream under the data directory and
+// picks the SQLite store there, for whatever was not given.
+func (s *Server) startEmbedded() error {
+	dir := s.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if s.natsURL == "" {
+		ns, err := embeddednats.Start(embeddednats.Options{StoreDir: filepath.Join(dir, "nats")})
+		if err != nil {
+			return err
+		}
+		s.nats = ns
+		s.natsURL = ns.ClientURL()
+		if err := os.WriteFile(filepath.Join(dir, NATSURLFile), []byte(s.natsURL+"\n"), 0o640); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	if s.dsn == "" {
+		s.dsn = "sqlite://" + filepath.Join(dir, "indexer.db")
+	}
+	if s.secret == "" {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return fmt.Errorf("webhook secret: %w", err)
+		}
+		s.secret = hex.EncodeToString(b)
+	}
+	return nil
+}
+
+// connect opens the queue and the store. NATS reconnects forever: a worker
+// outlives a NATS restart.
+func (s *Server) connect(ctx context.Context) error {
+	nc, err := nats.Connect(s.natsURL, nats.Name("soci-indexer"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", s.natsURL, err)
+	}
+	s.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if s.queue, err = queue.New(ctx, js, QueueConfig(s.cfg), queue.WithLogger(s.log)); err != nil {
+		return err
+	}
+	if s.store, err = db.Open(ctx, s.dsn, db.WithLogger(s.log)); err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	return nil
+}
+
+// QueueConfig maps the settings onto pkg/queue's configuration. A custom
+// stream gets its own dead-letter stream, so that several deployments (or
+// tests) can share one NATS server.
+func QueueConfig(cfg config.Config) queue.Config {
+	qc := queue.Config{
+		Stream:        cfg.Stream,
+		SubjectPrefix: cfg.Subject,
+		Consumer:      cfg.Consumer,
+		MaxDeliver:    cfg.MaxDeliver,
+		AckWait:       cfg.AckWait,
+	}
+	if cfg.Stream != "" {
+		qc.DLQStream = cfg.Stream + "_DLQ"
+	}
+	if cfg.Subject != "" {
+		qc.DLQPrefix = "dlq." + cfg.Subject
+	}
+	return qc
+}
+
+// startHTTP serves /metrics, /healthz, /readyz and, when enabled, the
+// webhook's /hooks/ endpoints.
+func (s *Server) startHTTP() error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	if s.embedded || s.cfg.Webhook {
+		if s.secret == "" {
+			return fmt.Errorf("%w: the webhook needs --webhook-secret", config.ErrInvalid)
+		}
+		// The in-process webhook serves distribution's notifications; the
+		// other sources need cmd/webhook and its configuration.
+		wcfg := webhook.Config{
+			Distribution: webhook.SourceConfig{Token: s.secret},
+			Harbor:       webhook.SourceConfig{Disabled: true},
+			CloudEvents:  webhook.SourceConfig{Disabled: true},
+			ECR:          webhook.SourceConfig{Disabled: true},
+		}
+		wh, err := webhook.New(s.queue, wcfg, webhook.WithLogger(s.log), webhook.WithRegistry(s.metrics.Registry))
+		if err != nil {
+			return err
+		}
+		mux.Handle("/hooks/", wh)
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.httpLn = ln
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.httpDone = make(chan struct{})
+	go func() {
+		defer close(s.httpDone)
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// ready answers 200 when the queue and the database answer.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var problems []string
+	if err := s.queue.Ready(ctx); err != nil {
+		problems = append(problems, "queue: "+err.Error())
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		problems = append(problems, "database: "+err.Error())
+	}
+	if len(problems) > 0 {
+		http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// startRegistry runs the embedded registry whose notifications go to this
+// process's webhook.
+func (s *Server) startRegistry(ctx context.Context) error {
+	if !s.embedded && !s.cfg.Webhook {
+		return fmt.Errorf("%w: --registry-listen needs the webhook (all-in-one mode or --webhook)", config.ErrInvalid)
+	}
+	root := filepath.Join(s.cfg.DataDir, "registry")
+	reg, err := embeddedregistry.Start(ctx, embeddedregistry.Options{
+		Addr:    s.cfg.RegistryListen,
+		RootDir: root,
+		Notifications: []embeddedregistry.Notification{{
+			URL:              "http://" + dialable(s.httpLn.Addr().String()) + webhook.PathDistribution,
+			Headers:          http.Header{"Authorization": {"Bearer " + s.secret}},
+			IgnoreMediaTypes: []string{"application/octet-stream"},
+		}},
+	})
+	if err != nil {
+		return err
+	}
+	s.registry = reg
+	return nil
+}
+
+// dialable turns a listen address into one a client can dial.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// plainHTTP is true for the registries configured so, and for the embedded
+// registry, whichever loopback name a client pushed to it with.
+func (s *Server) plainHTTP(host string) bool {
+	if s.cfg.UsesPlainHTTP(host) {
+		return true
+	}
+	if s.registry == nil {
+		return false
+	}
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		return false
+	}
+	_, regPort, _ := net.SplitHostPort(s.registry.Addr())
+	if port != regPort {
+		return false
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Server) newWorker() error {
+	cred, err := s.cfg.CredentialFunc()
+	if err != nil {
+		return err
+	}
+	s.repos, err = NewRepositoryFunc(RegistryOptions{
+		Credential: cred,
+		PlainHTTP:  s.plainHTTP,
+		CAFile:     s.cfg.RegistryCAFile,
+		UserAgent:  "soci-indexer",
+	})
+	if err != nil {
+		return err
+	}
+	buildOpts, identity, err := BuildOptions(s.cfg)
+	if err != nil {
+		return err
+	}
+	version, err := index.ParseIndexVersion(s.cfg.IndexVersion)
+	if err != nil {
+		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	s.worker = NewWorker(s.repos, s.store,
+		WithBuildOptions(buildOpts...),
+		WithIndexVersion(version),
+		WithOptionsIdentity(identity),
+		WithJobTimeout(s.cfg.JobTimeout),
+		WithMetrics(s.metrics),
+		WithLogger(s.log),
+	)
+	s.backfill = NewBackfiller(s.repos, s.store, s.queue, WithIndexedBy(s.worker), WithSince(s.cfg.BackfillSince),
+		WithBackfillMetrics(s.metrics), WithBackfillLogger(s.log))
+	return nil
+}
+
+// BuildOptions maps the settings onto index build options, and returns the
+// text that identifies them (see WithOptionsIdentity).
+func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
+	opts := []index.BuildOption{
+		index.WithSpanSize(cfg.SpanSize),
+		index.WithMinLayerSize(cfg.MinLayerSize),
+		index.WithLayerConcurrency(cfg.LayerConcurrency),
+	}
+	identity := fmt.Sprintf("span=%d|min=%d|tag=%s", cfg.SpanSize, cfg.MinLayerSize, cfg.V2TagTemplate)
+	if cfg.V2TagTemplate != "" {
+		opts = append(opts, index.WithV2TagTemplate(cfg.V2TagTemplate))
+	}
+	switch {
+	case len(cfg.Platforms) > 0:
+		for _, p := range cfg.Platforms {
+			platform, err := parsePlatform(p)
+			if err != nil {
+				return nil, "", err
+			}
+			opts = append(opts, index.WithPlatform(platform))
+		}
+		identity += "|platforms=" + strings.Join(cfg.Platforms, ",")
+	case cfg.AllPlatforms:
+		opts = append(opts, index.WithAllPlatforms())
+		identity += "|platforms=all"
+	}
+	return opts, identity, nil
+}
+
+// parsePlatform parses os/arch[/variant].
+func parsePlatform(s string) (ocispec.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return ocispec.Platform{}, fmt.Errorf("%w: platform %q: want os/arch[/variant]", config.ErrInvalid, s)
+	}
+	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// logStartup says what runs where, and how to try it.
+func (s *Server) logStartup() {
+	mode := "workers"
+	if s.embedded {
+		mode = "all-in-one"
+	}
+	s.log.Info("soci-indexer serving", "mode", mode, "http", "http://"+dialable(s.httpLn.Addr().String()),
+		"metrics", "/metrics", "workers", s.cfg.Workers, "index_version", s.cfg.IndexVersion)
+	if s.nats != nil {
+		s.log.Info("embedded NATS with JetStream", "url", s.natsURL, "store", filepath.Join(s.cfg.DataDir, "nats"))
+	} else {
+		s.log.Info("NATS", "url", redactURL(s.natsURL))
+	}
+	s.log.Info("database", "dsn", redactURL(s.dsn))
+	if s.embedded || s.cfg.Webhook {
+		s.log.Info("webhook", "distribution", "http://"+dialable(s.httpLn.Addr().String())+webhook.PathDistribution,
+			"auth", "Authorization: Bearer <--webhook-secret>")
+	}
+	if s.registry != nil {
+		addr := s.registry.Addr()
+		s.log.Info("embedded registry (notifications go to the webhook)", "url", s.registry.URL(),
+			"storage", filepath.Join(s.cfg.DataDir, "registry"))
+		s.log.Info("try it: push an image, then list its SOCI indexes",
+			"push", fmt.Sprintf("indexer demo push %s/demo/app:v1", addr),
+			"list", fmt.Sprintf("indexer index ls %s/demo/app:v1 --plain-http", addr))
+	}
+}
+
+// redactURL hides the password of a URL.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, _ := strings.Cut(rest[:at], ":")
+	return scheme + "://" + user + ":…@" + rest[at+1:]
+}
+
+// Run runs the workers (and the scheduled backfill) until ctx is cancelled,
+// then drains: running jobs get the shutdown grace period to finish before
+// they are handed back to the queue. It does not Close the server.
+func (s *Server) Run(ctx context.Context) error {
+	if s.cfg.BackfillInterval > 0 {
+		go s.backfill.RunEvery(ctx, s.cfg.BackfillInterval, s.cfg.BackfillTargets)
+	}
+	err := s.queue.Consume(ctx, s.worker.Handle,
+		queue.WithConcurrency(s.cfg.Workers),
+		queue.WithRetryBackoff(s.cfg.RetryBackoff, s.cfg.RetryMax),
+		queue.WithDrainTimeout(s.cfg.ShutdownGrace),
+		queue.WithFetchWait(time.Second),
+	)
+	s.log.Info("workers stopped")
+	return err
+}
+
+// Close stops the HTTP server and the embedded parts and closes the
+// connections.
+func (s *Server) Close() error {
+	var errs []error
+	if s.registry != nil {
+		errs = append(errs, s.registry.Close())
+	}
+	if s.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.httpSrv.Shutdown(ctx))
+		cancel()
+		<-s.httpDone
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.nats != nil {
+		s.nats.Shutdown()
+	}
+	return errors.Join(errs...)
+}
+
+// Addr is the HTTP address (metrics, health, webhook).
+func (s *Server) Addr() string { return dialable(s.httpLn.Addr().String()) }
+
+// RegistryAddr is the embedded registry's host:port, or "" without one.
+func (s *Server) RegistryAddr() string {
+	if s.registry == nil {
+		return ""
+	}
+	return s.registry.Addr()
+}
+
+// WebhookSecret is the token the webhook requires.
+func (s *Server) WebhookSecret() string { return s.secret }
+
+// Queue is the job queue.
+func (s *Server) Queue() *queue.Queue { return s.queue }
+
+// Store is the database.
+func (s *Server) Store() Store { return s.store }
+
+// Metrics are the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Backfiller walks registries for images the events missed.
+func (s *Server) Backfiller() *Backfiller { return s.backfill }
+
+// Worker is the job handler.
+func (s *Server) Worker() *Worker { return s.worker }
+
+// Serve starts the server, runs the workers until ctx is cancelled and
+// shuts everything down.
+func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	s, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	runErr := s.Run(ctx)
+	return errors.Join(runErr, s.Close())
+}
+
+// OpenBackfiller connects to the queue and the database cfg names and
+// returns a Backfiller on them, for a one-off `indexer backfill`. In
+// all-in-one mode it finds the running server's NATS through the data
+// directory. close releases the connections.
+func OpenBackfiller(ctx context.Context, cfg config.Config, log *slog.Logger) (b *Backfiller, close func() error, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL}
+	if cfg.UseEmbedded() {
+		if s.natsURL == "" {
+			raw, err := os.ReadFile(filepath.Join(cfg.DataDir, NATSURLFile))
+			if err != nil {
+				return nil, nil, fmt.Errorf("no --nats-url, and no all-in-one server found in %s: %w", cfg.DataDir, err)
+			}
+			s.natsURL = strings.TrimSpace(string(raw))
+		}
+		if s.dsn == "" {
+			s.dsn = "sqlite://" + filepath.Join(cfg.DataDir, "indexer.db")
+		}
+	}
+	if s.natsURL == "" || s.dsn == "" {
+		return nil, nil, fmt.Errorf("%w: backfill needs --nats-url and --database-url", config.ErrInvalid)
+	}
+	if err := s.connect(ctx); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	if err := s.newWorker(); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s.backfill, s.Close, nil
+}

@@ -1,0 +1,403 @@
+// Package service is the registry-side SOCI indexing service: the workers
+// that turn queued jobs into pushed SOCI indexes (Worker), the handling of
+// delete events, the backfill walker that enqueues what events missed,
+// metrics and health endpoints, and the assembly of all of it, with the
+// webhook and embedded NATS, SQLite and registry, into one process.
+//
+// A push event goes: webhook → queue.Publish → JetStream → Worker.Handle →
+// Worker.process → index.IndexBuilder.BuildImage → registry + database →
+// ack.
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/index"
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
+)
+
+// Store is what workers need from the database: pkg/db's Store.
+type Store = db.Store
+
+// Worker handles index jobs. One Worker serves any number of concurrent
+// jobs; Handle is a queue.Handler.
+type Worker struct {
+	repos       RepositoryFunc
+	store       Store
+	buildOpts   []index.BuildOption
+	versions    index.IndexVersion
+	optionsHash string
+	name        string
+	jobTimeout  time.Duration
+	metrics     *Metrics
+	log         *slog.Logger
+}
+
+// WorkerOption configures a Worker.
+type WorkerOption func(*Worker)
+
+// WithBuildOptions adds index build options (span size, minimum layer size,
+// platforms, layer concurrency...). The worker itself adds the artifacts
+// database, the locker, the logger and the progress callback.
+func WithBuildOptions(opts ...index.BuildOption) WorkerOption {
+	return func(w *Worker) { w.buildOpts = append(w.buildOpts, opts...) }
+}
+
+// WithIndexVersion chooses the SOCI index versions to build (default V2,
+// what soci-snapshotter reads by default).
+func WithIndexVersion(v index.IndexVersion) WorkerOption {
+	return func(w *Worker) { w.versions = v }
+}
+
+// WithOptionsIdentity sets the text that identifies the build options, so
+// that an image indexed with other options is indexed again. Settings that
+// change the built artifacts (span size, minimum layer size, platforms, tag
+// template) belong in it; the index version is added by the worker.
+func WithOptionsIdentity(s string) WorkerOption {
+	return func(w *Worker) { w.optionsHash = s }
+}
+
+// WithWorkerName names this worker process in job records (default
+// hostname:pid).
+func WithWorkerName(name string) WorkerOption {
+	return func(w *Worker) { w.name = name }
+}
+
+// WithJobTimeout bounds one job (default 30m).
+func WithJobTimeout(d time.Duration) WorkerOption {
+	return func(w *Worker) { w.jobTimeout = d }
+}
+
+// WithMetrics records the worker's metrics in m.
+func WithMetrics(m *Metrics) WorkerOption {
+	return func(w *Worker) { w.metrics = m }
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) WorkerOption {
+	return func(w *Worker) { w.log = l }
+}
+
+// NewWorker returns a worker that reaches registries through repos and
+// records in store.
+func NewWorker(repos RepositoryFunc, store Store, opts ...WorkerOption) *Worker {
+	host, _ := os.Hostname()
+	w := &Worker{
+		repos:      repos,
+		store:      store,
+		versions:   index.V2,
+		name:       fmt.Sprintf("%s:%d", host, os.Getpid()),
+		jobTimeout: 30 * time.Minute,
+		log:        slog.New(slog.DiscardHandler),
+	}
+	for _, o := range opts {
+		o(w)
+	}
+	sum := sha256.Sum256([]byte(w.optionsHash + "|versions=" + w.versions.String() + "|builder=" + index.DefaultBuilderVersion))
+	w.optionsHash = hex.EncodeToString(sum[:12])
+	return w
+}
+
+// Handle is the queue.Handler of the workers: it signals progress to
+// JetStream while the job runs and maps the result onto ack (nil), term
+// (queue.Permanent) and nak with backoff (other errors).
+func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) error {
+	if d.NumDelivered == 1 {
+		if t := firstTime(d.Job.ReceivedAt, d.Job.OccurredAt); !t.IsZero() {
+			w.metrics.observeStage(StageQueueWait, time.Since(t))
+		}
+	}
+	stop := d.KeepAlive(ctx)
+	defer stop()
+	return w.Process(ctx, d.Job, d.Final())
+}
+
+func firstTime(ts ...time.Time) time.Time {
+	for _, t := range ts {
+		if !t.IsZero() {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// Process handles one job and records its outcome. It returns nil when
+// the job is done (indexed, removed or skipped), an error wrapping
+// queue.ErrPermanent when retrying cannot help, and any other error for a
+// transient failure. final says that no retry will follow, so a transient
+// failure is recorded as a permanent one.
+func (w *Worker) Process(ctx context.Context, job queue.Job, final bool) error {
+	ctx, cancel := context.WithTimeout(ctx, w.jobTimeout)
+	defer cancel()
+	log := w.log.With("registry", job.Registry, "repository", job.Repository, "digest", job.Digest,
+		"action", string(job.Action))
+	if job.Tag != "" {
+		log = log.With("tag", job.Tag)
+	}
+	w.metrics.addInFlight(1)
+	defer w.metrics.addInFlight(-1)
+	start := time.Now()
+	var (
+		outcome Outcome
+		err     error
+	)
+	switch job.Action {
+	case queue.ActionDelete:
+		outcome, err = w.processDelete(ctx, log, job)
+	default:
+		outcome, err = w.processPush(ctx, log, job, final)
+	}
+	w.metrics.countJob(string(job.Action), outcome)
+	w.metrics.observeStage(StageTotal, time.Since(start))
+	switch outcome {
+	case OutcomeRetried:
+		log.Warn("job failed, will retry", "error", err)
+		return err
+	case OutcomeFailed:
+		log.Error("job failed", "error", err)
+		return queue.Permanent(err)
+	}
+	return nil
+}
+
+// processPush indexes the image a push event names.
+func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Job, final bool) (Outcome, error) {
+	if IsReferrersTag(job.Tag) {
+		log.Debug("skipped: referrers tag")
+		return OutcomeSkipped, nil
+	}
+	repo, err := w.repos(ctx, job.Registry, job.Repository)
+	if err != nil {
+		return OutcomeFailed, err
+	}
+	// Distribution cannot delete, by default: never let a stale referrers
+	// index fail a push.
+	repo.SkipReferrersGC = true
+
+	// By digest, never by tag: the tag may not exist yet when the event
+	// arrives.
+	desc, body, err := fetchManifest(ctx, repo, job.Digest)
+	if err != nil {
+		// Nothing is recorded before Start: a transient failure here has no
+		// job record to update yet.
+		if isTransient(err) && !final {
+			return OutcomeRetried, err
+		}
+		return OutcomeFailed, err
+	}
+	kind := classifyManifest(desc.MediaType, body)
+	if kind.own {
+		log.Debug("skipped: our own artifact", "reason", kind.skip)
+		return OutcomeSkipped, nil
+	}
+
+	key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest}
+	rec := jobRecorder{store: w.store, key: key, log: log}
+	// One worker per image at a time: a duplicate delivery waits, then finds
+	// the image indexed. The referrers lock the builder takes is another key.
+	unlock, err := w.store.Lock(ctx, "job/"+key.String())
+	if err != nil {
+		return w.transientOrFailed(err, final)
+	}
+	defer unlock()
+	if _, err := w.store.Start(ctx, key, w.name); err != nil {
+		return w.transientOrFailed(fmt.Errorf("record job start: %w", err), final)
+	}
+	if kind.skip != "" {
+		return rec.skip(ctx, kind.skip)
+	}
+	if !kind.isIndex && job.Tag == "" && w.versions == index.V2 {
+		// A v2 index needs a tag. Untagged manifests are the platform
+		// children of an image index, which is indexed through its own event.
+		return rec.skip(ctx, "untagged manifest: a v2 index needs a tag (multi-platform images are indexed through their image index)")
+	}
+	hash := w.optionsHashFor(job.Tag)
+	indexed, err := w.store.IsIndexed(ctx, key, hash)
+	if err != nil {
+		return rec.fail(ctx, fmt.Errorf("check index state: %w", err), final)
+	}
+	if indexed {
+		return rec.skip(ctx, "already indexed with the same options")
+	}
+
+	var (
+		bytesRead   atomic.Int64
+		lastLayerMu sync.Mutex
+		lastLayer   time.Time
+	)
+	progress := func(p index.LayerProgress) {
+		switch p.State {
+		case index.LayerBuilt, index.LayerReused, index.LayerSkipped, index.LayerFailed:
+			lastLayerMu.Lock()
+			lastLayer = time.Now()
+			lastLayerMu.Unlock()
+		}
+		if p.State == index.LayerBuilt {
+			bytesRead.Add(p.Total)
+		}
+	}
+	opts := append(append([]index.BuildOption(nil), w.buildOpts...),
+		index.WithIndexVersion(w.versions),
+		index.WithArtifactsDb(w.store),
+		index.WithLocker(w.store),
+		index.WithLogger(log),
+		index.WithProgress(progress),
+	)
+	builder, err := index.NewIndexBuilder(repo, opts...)
+	if err != nil {
+		return rec.fail(ctx, fmt.Errorf("index builder: %w", err), true)
+	}
+	buildStart := time.Now()
+	results, err := builder.BuildImage(ctx, index.Image{Descriptor: desc, Tag: job.Tag})
+	end := time.Now()
+	w.metrics.addBytes(bytesRead.Load())
+	if errors.Is(err, index.ErrEmptyIndex) {
+		return rec.skip(ctx, "no layer gets a zTOC (all smaller than the minimum layer size, or zstd)")
+	}
+	if err != nil {
+		return rec.fail(ctx, fmt.Errorf("build soci index: %w", err), final)
+	}
+	lastLayerMu.Lock()
+	built := lastLayer
+	lastLayerMu.Unlock()
+	if built.IsZero() || built.After(end) {
+		built = end
+	}
+	w.metrics.observeStage(StageBuild, built.Sub(buildStart))
+	w.metrics.observeStage(StagePush, end.Sub(built))
+
+	uses, builtCount, reused := layerUses(results)
+	w.metrics.countZtocs(builtCount, reused)
+	if err := w.store.RecordLayerUses(ctx, key, uses); err != nil {
+		return rec.fail(ctx, fmt.Errorf("record layers: %w", err), final)
+	}
+	if err := w.store.Succeed(ctx, key, db.JobResult{BytesRead: bytesRead.Load(), OptionsHash: hash}); err != nil {
+		return w.transientOrFailed(fmt.Errorf("record job success: %w", err), final)
+	}
+	for _, r := range results {
+		log.Info("soci index pushed", "index", r.Desc.Digest, "version", r.Version.String(),
+			"platform", index.FormatPlatform(r.Platform), "v2_tag", r.Tag, "ztocs", len(r.Index.Blobs))
+	}
+	log.Info("job succeeded", "indexes", len(results), "ztocs_built", builtCount, "ztocs_reused", reused,
+		"bytes_read", bytesRead.Load(), "seconds", end.Sub(buildStart).Seconds())
+	return OutcomeSucceeded, nil
+}
+
+// optionsHashFor is the options hash of one build. With v2 the tag is part
+// of it: the same image pushed under another tag needs another v2 index.
+func (w *Worker) optionsHashFor(tag string) string {
+	if w.versions&index.V2 == 0 {
+		return w.optionsHash
+	}
+	sum := sha256.Sum256([]byte(w.optionsHash + "|tag=" + tag))
+	return hex.EncodeToString(sum[:12])
+}
+
+func (w *Worker) transientOrFailed(err error, final bool) (Outcome, error) {
+	if isTransient(err) && !final {
+		return OutcomeRetried, err
+	}
+	return OutcomeFailed, err
+}
+
+// layerUses lists the zTOC each layer got, once per layer digest.
+func layerUses(results []index.IndexWithMetadata) (uses []db.LayerUse, built, reused int) {
+	seen := map[string]bool{}
+	for _, r := range results {
+		for _, l := range r.Layers {
+			if l.Ztoc == nil || seen[l.Layer.Digest.String()] {
+				continue
+			}
+			seen[l.Layer.Digest.String()] = true
+			uses = append(uses, db.LayerUse{
+				LayerDigest: l.Layer.Digest.String(),
+				LayerSize:   l.Layer.Size,
+				ZtocDigest:  l.Ztoc.Digest.String(),
+				Reused:      l.State == index.LayerReused,
+			})
+			if l.State == index.LayerReused {
+				reused++
+			} else {
+				built++
+			}
+		}
+	}
+	return uses, built, reused
+}
+
+// fetchManifest fetches a manifest by digest, verifying it.
+func fetchManifest(ctx context.Context, repo interface {
+	content.Resolver
+	content.Fetcher
+}, dgst string) (ocispec.Descriptor, []byte, error) {
+	desc, err := repo.Resolve(ctx, dgst)
+	if err != nil {
+		if errors.Is(err, errdef.ErrNotFound) {
+			return desc, nil, fmt.Errorf("%w: %s: %w", ErrManifestGone, dgst, err)
+		}
+		return desc, nil, fmt.Errorf("resolve manifest %s: %w", dgst, err)
+	}
+	body, err := content.FetchAll(ctx, repo, desc)
+	if err != nil {
+		if errors.Is(err, errdef.ErrNotFound) {
+			return desc, nil, fmt.Errorf("%w: %s: %w", ErrManifestGone, dgst, err)
+		}
+		return desc, nil, fmt.Errorf("fetch manifest %s: %w", dgst, err)
+	}
+	return desc, body, nil
+}
+
+// jobRecorder writes a job's outcome to the database and turns it into the
+// worker's result.
+type jobRecorder struct {
+	store Store
+	key   db.JobKey
+	log   *slog.Logger
+}
+
+func (r jobRecorder) skip(ctx context.Context, reason string) (Outcome, error) {
+	r.log.Info("job skipped", "reason", reason)
+	if err := r.store.Skip(ctx, r.key, reason); err != nil {
+		if isTransient(err) {
+			return OutcomeRetried, fmt.Errorf("record job skip: %w", err)
+		}
+		return OutcomeFailed, fmt.Errorf("record job skip: %w", err)
+	}
+	return OutcomeSkipped, nil
+}
+
+// fail records cause; a transient cause keeps the job queued for a retry
+// unless this was the final delivery.
+func (r jobRecorder) fail(ctx context.Context, cause error, final bool) (Outcome, error) {
+	permanent := final || !isTransient(cause)
+	// Record even when ctx ran out (job timeout): the outcome must land.
+	recCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.store.Fail(recCtx, r.key, errors.New(oneLine(cause.Error())), permanent); err != nil {
+		r.log.Warn("could not record the job's failure", "error", err, "cause", cause)
+		if isTransient(err) && !final {
+			return OutcomeRetried, errors.Join(cause, err)
+		}
+	}
+	if permanent {
+		return OutcomeFailed, cause
+	}
+	return OutcomeRetried, cause
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }

@@ -1,0 +1,186 @@
+package webhook
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
+)
+
+// Why an event was dropped; the values label the dropped-events metric.
+const (
+	DropAction      = "action"       // neither a push nor a delete (pull, mount, scan, …)
+	DropBlob        = "blob"         // about a blob, not a manifest
+	DropNoDigest    = "no_digest"    // no manifest digest (tag or repository delete)
+	DropNoRegistry  = "no_registry"  // registry host unknown and not configured
+	DropOwnArtifact = "own_artifact" // a SOCI index manifest
+	DropReferrers   = "referrers_tag"
+	DropOwnTag      = "own_tag" // tag of an index we push (v2 tag template)
+	DropRepository  = "repository"
+	DropTag         = "tag"
+	DropInvalid     = "invalid" // no repository, or otherwise not a job
+)
+
+// FilterConfig selects the events that become jobs. Patterns are globs:
+// "*" matches any run of characters except "/", "**" any run including
+// "/", "?" one character except "/"; everything else matches itself.
+// Empty include lists include everything; excludes win over includes.
+type FilterConfig struct {
+	IncludeRepositories []string `yaml:"include_repositories"`
+	ExcludeRepositories []string `yaml:"exclude_repositories"`
+	// IncludeTags and ExcludeTags apply to events that carry a tag.
+	// Events by digest alone (the children of a multi-platform image)
+	// pass, so a tagged index is indexed whole.
+	IncludeTags []string `yaml:"include_tags"`
+	ExcludeTags []string `yaml:"exclude_tags"`
+	// OwnTags match the tags the indexer itself pushes (SOCI index
+	// manifest v2 images); default ["*-soci"].
+	OwnTags []string `yaml:"own_tags"`
+}
+
+// DefaultOwnTags returns the default for FilterConfig.OwnTags: the suffix
+// of the default v2 tag template.
+func DefaultOwnTags() []string { return []string{"*-soci"} }
+
+// Filter decides which events become jobs.
+type Filter struct {
+	includeRepos, excludeRepos []*regexp.Regexp
+	includeTags, excludeTags   []*regexp.Regexp
+	ownTags                    []*regexp.Regexp
+}
+
+// NewFilter compiles a FilterConfig.
+func NewFilter(cfg FilterConfig) (*Filter, error) {
+	own := cfg.OwnTags
+	if own == nil {
+		own = DefaultOwnTags()
+	}
+	f := &Filter{}
+	for _, set := range []struct {
+		dst  *[]*regexp.Regexp
+		pats []string
+	}{
+		{&f.includeRepos, cfg.IncludeRepositories},
+		{&f.excludeRepos, cfg.ExcludeRepositories},
+		{&f.includeTags, cfg.IncludeTags},
+		{&f.excludeTags, cfg.ExcludeTags},
+		{&f.ownTags, own},
+	} {
+		for _, p := range set.pats {
+			re, err := compileGlob(p)
+			if err != nil {
+				return nil, err
+			}
+			*set.dst = append(*set.dst, re)
+		}
+	}
+	return f, nil
+}
+
+// compileGlob turns a glob into an anchored regular expression.
+func compileGlob(pattern string) (*regexp.Regexp, error) {
+	if pattern == "" {
+		return nil, fmt.Errorf("webhook: empty glob pattern")
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	for i := 0; i < len(pattern); i++ {
+		switch c := pattern[i]; c {
+		case '*':
+			if i+1 < len(pattern) && pattern[i+1] == '*' {
+				b.WriteString(".*")
+				i++
+			} else {
+				b.WriteString("[^/]*")
+			}
+		case '?':
+			b.WriteString("[^/]")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	b.WriteString("$")
+	return regexp.Compile(b.String())
+}
+
+func matchAny(res []*regexp.Regexp, s string) bool {
+	for _, re := range res {
+		if re.MatchString(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// isReferrersTag reports whether tag follows the OCI referrers tag schema,
+// <alg>-<hex>, which oras uses for the fallback referrers index.
+func isReferrersTag(tag string) bool {
+	alg, hex, ok := strings.Cut(tag, "-")
+	if !ok || (alg != "sha256" || len(hex) != 64) && (alg != "sha512" || len(hex) != 128) {
+		return false
+	}
+	for _, c := range []byte(hex) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Drop returns why the event should not become a job, or "" to keep it.
+func (f *Filter) Drop(e Event) string {
+	j := e.Job
+	switch {
+	case j.Action != queue.ActionPush && j.Action != queue.ActionDelete:
+		return DropAction
+	case e.Blob:
+		return DropBlob
+	case j.Digest == "":
+		return DropNoDigest
+	case isOwnArtifact(e):
+		return DropOwnArtifact
+	case isReferrersTag(j.Tag):
+		return DropReferrers
+	case j.Tag != "" && matchAny(f.ownTags, j.Tag):
+		return DropOwnTag
+	case len(f.includeRepos) > 0 && !matchAny(f.includeRepos, j.Repository),
+		matchAny(f.excludeRepos, j.Repository):
+		return DropRepository
+	case j.Tag != "" && len(f.includeTags) > 0 && !matchAny(f.includeTags, j.Tag),
+		j.Tag != "" && matchAny(f.excludeTags, j.Tag):
+		return DropTag
+	}
+	return ""
+}
+
+// SOCI markers: artifact types of SOCI index manifests, and the prefix of
+// the annotations on their zTOC descriptors.
+const (
+	sociArtifactTypePrefix = "application/vnd.amazon.soci.index."
+	sociAnnotationPrefix   = "com.amazon.soci."
+	mediaTypeEmptyJSON     = "application/vnd.oci.empty.v1+json"
+)
+
+// isOwnArtifact reports whether the event is about a SOCI index manifest:
+// its config or artifact type is a SOCI index type, or it refers to zTOC
+// blobs (octet-stream descriptors with com.amazon.soci.* annotations).
+func isOwnArtifact(e Event) bool {
+	if strings.HasPrefix(e.ConfigMediaType, sociArtifactTypePrefix) || strings.HasPrefix(e.ArtifactType, sociArtifactTypePrefix) {
+		return true
+	}
+	for _, d := range e.References {
+		if strings.HasPrefix(d.MediaType, sociArtifactTypePrefix) || strings.HasPrefix(d.ArtifactType, sociArtifactTypePrefix) {
+			return true
+		}
+		if d.MediaType != mediaTypeOctetStream && d.MediaType != mediaTypeEmptyJSON {
+			continue
+		}
+		for k := range d.Annotations {
+			if strings.HasPrefix(k, sociAnnotationPrefix) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,437 @@
+package ztoc
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/soci-indexer/soci-indexer/internal/inflate"
+)
+
+// Chunk sizes and queue depths of the build pipeline. They bound the memory
+// a build uses besides the zTOC itself to a few MiB.
+const (
+	compressedChunkSize   = 256 << 10
+	compressedQueueDepth  = 8
+	uncompressedChunkSize = 1 << 20
+	uncompressedQueueDep  = 4
+)
+
+// BuildOption configures Build.
+type BuildOption func(*buildConfig)
+
+type buildConfig struct {
+	spanSize       int64
+	toolIdentifier string
+	compression    Compression
+	expectedDigest digest.Digest
+	progress       func(compressedRead int64)
+	logger         *slog.Logger
+}
+
+// WithSpanSize sets the minimum distance, in uncompressed bytes, between two
+// checkpoints of a gzip layer, or the fixed span size of an uncompressed
+// layer. The default is DefaultSpanSize. A gzip layer accepts 0 (a
+// checkpoint at every deflate block); an uncompressed layer needs a positive
+// size.
+func WithSpanSize(n int64) BuildOption {
+	return func(c *buildConfig) { c.spanSize = n }
+}
+
+// WithBuildToolIdentifier sets the build tool string recorded in the zTOC.
+// The default is DefaultBuildToolIdentifier, soci's own.
+func WithBuildToolIdentifier(s string) BuildOption {
+	return func(c *buildConfig) { c.toolIdentifier = s }
+}
+
+// WithCompression says how the layer is compressed: Gzip (the default) or
+// Uncompressed.
+func WithCompression(algorithm Compression) BuildOption {
+	return func(c *buildConfig) { c.compression = algorithm }
+}
+
+// WithExpectedDigest makes Build fail with a *DigestMismatchError (wrapping
+// ErrDigestMismatch) unless the layer blob hashes to d. Only sha256 digests
+// are supported.
+func WithExpectedDigest(d digest.Digest) BuildOption {
+	return func(c *buildConfig) { c.expectedDigest = d }
+}
+
+// WithProgress registers f to be called, from a goroutine of Build, with the
+// number of compressed bytes read so far, after every chunk.
+func WithProgress(f func(compressedRead int64)) BuildOption {
+	return func(c *buildConfig) { c.progress = f }
+}
+
+// WithLogger sets the logger for warnings about layers that soci would index
+// but its snapshotter would not serve lazily. By default nothing is logged.
+func WithLogger(l *slog.Logger) BuildOption {
+	return func(c *buildConfig) { c.logger = l }
+}
+
+// Result is a built zTOC and the identity of the layer it was built from.
+type Result struct {
+	Ztoc        *Ztoc
+	LayerDigest digest.Digest // sha256 of the layer blob as read
+	LayerSize   int64         // bytes of the layer blob
+}
+
+// Build reads a layer blob once, sequentially, and builds its zTOC the way
+// soci-snapshotter v0.16.1's BuildZtoc does. It never seeks r, writes no
+// temporary files and keeps a few MiB besides the zTOC.
+//
+// The work runs as a pipeline over two cores: one goroutine reads and hashes
+// the blob, one inflates it and records checkpoints, one hashes the spans
+// once their boundaries are known, and one parses the tar stream.
+//
+// Layer problems give errors wrapping ErrCorruptLayer, *UnsupportedEntryError
+// or *DigestMismatchError; read errors of r are returned wrapped.
+func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, error) {
+	cfg := buildConfig{
+		spanSize:       DefaultSpanSize,
+		toolIdentifier: DefaultBuildToolIdentifier,
+		compression:    Gzip,
+		progress:       func(int64) {},
+		logger:         slog.New(slog.DiscardHandler),
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if cfg.spanSize < 0 || cfg.spanSize == 0 && cfg.compression == Uncompressed {
+		return nil, fmt.Errorf("build ztoc: %w: %d", ErrInvalidSpanSize, cfg.spanSize)
+	}
+	if cfg.expectedDigest != "" {
+		if err := cfg.expectedDigest.Validate(); err != nil {
+			return nil, fmt.Errorf("build ztoc: expected digest: %w", err)
+		}
+		if cfg.expectedDigest.Algorithm() != digest.SHA256 {
+			return nil, fmt.Errorf("build ztoc: expected digest %s: only sha256 is supported", cfg.expectedDigest)
+		}
+	}
+
+	b := &builder{cfg: cfg, blobHash: sha256.New()}
+	var err error
+	switch cfg.compression {
+	case Gzip:
+		err = b.buildGzip(ctx, r)
+	case Uncompressed:
+		err = b.buildUncompressed(ctx, r)
+	default:
+		err = fmt.Errorf("unsupported compression %q", cfg.compression)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("build ztoc: %w", err)
+	}
+
+	res := &Result{Ztoc: b.ztoc(), LayerDigest: sha256Digest(b.blobHash), LayerSize: b.blobSize}
+	if cfg.expectedDigest != "" && res.LayerDigest != cfg.expectedDigest {
+		return nil, fmt.Errorf("build ztoc: %w", &DigestMismatchError{Expected: cfg.expectedDigest, Actual: res.LayerDigest})
+	}
+	return res, nil
+}
+
+// builder holds the results of the pipeline's stages. Each field is written
+// by one goroutine and read after they all finish.
+type builder struct {
+	cfg buildConfig
+
+	blobHash hash.Hash
+	blobSize int64
+
+	files            []FileMetadata
+	tarSize          int64
+	spanDigests      []digest.Digest
+	checkpoints      []byte
+	checkpointCount  int
+	tarZinfo         *tarZinfo
+	emptyFirstBlocks bool
+}
+
+func (b *builder) ztoc() *Ztoc {
+	z := &Ztoc{
+		Version:                 Version09,
+		BuildToolIdentifier:     b.cfg.toolIdentifier,
+		CompressedArchiveSize:   b.blobSize,
+		UncompressedArchiveSize: b.tarSize,
+		TOC:                     TOC{FileMetadata: b.files},
+		CompressionInfo: CompressionInfo{
+			SpanDigests:          b.spanDigests,
+			Checkpoints:          b.checkpoints,
+			CompressionAlgorithm: b.cfg.compression,
+		},
+	}
+	if b.tarZinfo != nil {
+		z.MaxSpanID = b.tarZinfo.maxSpanID()
+	} else {
+		z.MaxSpanID = SpanID(b.checkpointCount - 1)
+	}
+	return z
+}
+
+// readBlob is the first stage: it reads r in chunks, hashes the blob and
+// passes the chunks on.
+func (b *builder) readBlob(ctx context.Context, r io.Reader, q *chunkQueue) error {
+	for {
+		chunk := q.buffer()
+		n, err := io.ReadFull(r, chunk)
+		if n > 0 {
+			b.blobHash.Write(chunk[:n])
+			b.blobSize += int64(n)
+			b.cfg.progress(b.blobSize)
+			if err := q.send(ctx, chunk[:n]); err != nil {
+				return err
+			}
+		}
+		switch err {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			q.close()
+			return nil
+		default:
+			return fmt.Errorf("reading layer: %w", err)
+		}
+	}
+}
+
+// readTOC is the last stage: archive/tar over the uncompressed stream, as
+// soci's metadataFromTarReader, then the rest of the stream is drained so
+// that the stages before it see all of the layer.
+func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("%w: reading tar at offset %d: %w", ErrCorruptLayer, r.pos, err)
+		}
+		typ, ok := fileType(hdr.Typeflag)
+		if !ok {
+			return &UnsupportedEntryError{Name: hdr.Name, Typeflag: hdr.Typeflag}
+		}
+		b.files = append(b.files, FileMetadata{
+			Name:               hdr.Name,
+			Type:               typ,
+			UncompressedOffset: r.pos,
+			UncompressedSize:   hdr.Size,
+			Linkname:           hdr.Linkname,
+			Mode:               hdr.Mode,
+			UID:                hdr.Uid,
+			GID:                hdr.Gid,
+			Uname:              hdr.Uname,
+			Gname:              hdr.Gname,
+			ModTime:            hdr.ModTime,
+			Devmajor:           hdr.Devmajor,
+			Devminor:           hdr.Devminor,
+			PAXHeaders:         hdr.PAXRecords,
+		})
+	}
+	b.tarSize = r.pos
+	// soci writes such a zTOC and only its reader refuses it, so it is a
+	// warning here, not an error.
+	if err := deriveHeaderOffsets(b.files); err != nil {
+		b.cfg.logger.Warn("soci's snapshotter will reject this zTOC", "error", err)
+	}
+	return r.drain()
+}
+
+func (b *builder) buildUncompressed(ctx context.Context, r io.Reader) error {
+	g, ctx := errgroup.WithContext(ctx)
+	q := newChunkQueue(uncompressedQueueDep, uncompressedChunkSize)
+	spans := &tarSpanHasher{spanSize: b.cfg.spanSize}
+	g.Go(func() error { return b.readBlob(ctx, r, q) })
+	g.Go(func() error {
+		qr := newQueueReader(ctx, q)
+		qr.onChunk = spans.write
+		return b.readTOC(ctx, qr)
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	b.spanDigests = spans.finish()
+	b.tarZinfo = &tarZinfo{spanSize: b.cfg.spanSize, size: b.blobSize}
+	b.checkpoints = encodeTarZinfo(b.cfg.spanSize, b.blobSize)
+	return nil
+}
+
+// hashBatch is what the inflater tells the span hasher each time it takes a
+// new compressed chunk: the span cuts found since the last batch, the offset
+// before which no later span can start, then the chunk itself.
+type hashBatch struct {
+	cuts  []spanCut
+	safe  int64
+	chunk []byte // nil in the last batch
+}
+
+// compressedSource is the inflater's input. It takes chunks from the reader
+// stage and forwards each, with the cuts found so far, to the span hasher.
+type compressedSource struct {
+	ctx    context.Context
+	in     *chunkQueue
+	hasher chan<- hashBatch
+	rest   []byte
+	cuts   []spanCut
+	safe   int64
+}
+
+func (s *compressedSource) flush(chunk []byte) error {
+	batch := hashBatch{cuts: s.cuts, safe: s.safe, chunk: chunk}
+	s.cuts = nil
+	select {
+	case s.hasher <- batch:
+		return nil
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx)
+	}
+}
+
+func (s *compressedSource) Read(p []byte) (int, error) {
+	if len(s.rest) == 0 {
+		chunk, err := s.in.receive(s.ctx)
+		if err != nil {
+			return 0, err
+		}
+		if err := s.flush(chunk); err != nil {
+			return 0, err
+		}
+		s.rest = chunk
+	}
+	n := copy(p, s.rest)
+	s.rest = s.rest[n:]
+	return n, nil
+}
+
+func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
+	g, ctx := errgroup.WithContext(ctx)
+	compressed := newChunkQueue(compressedQueueDepth, compressedChunkSize)
+	uncompressed := newChunkQueue(uncompressedQueueDep, uncompressedChunkSize)
+	batches := make(chan hashBatch, compressedQueueDepth)
+
+	g.Go(func() error { return b.readBlob(ctx, r, compressed) })
+	g.Go(func() error {
+		return b.inflate(ctx, &compressedSource{ctx: ctx, in: compressed, hasher: batches}, uncompressed)
+	})
+	g.Go(func() error {
+		spans := &gzipSpanHasher{recycle: compressed.recycle}
+		for {
+			select {
+			case batch, ok := <-batches:
+				if !ok {
+					b.spanDigests = spans.finish()
+					return nil
+				}
+				for _, c := range batch.cuts {
+					spans.cut(c)
+				}
+				spans.hashTo(batch.safe)
+				spans.release()
+				if batch.chunk != nil {
+					spans.add(batch.chunk)
+				}
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+	})
+	g.Go(func() error { return b.readTOC(ctx, newQueueReader(ctx, uncompressed)) })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if b.emptyFirstBlocks {
+		b.cfg.logger.Warn("gzip stream starts with a deflate block that produces no output; "+
+			"like soci, the zTOC has two checkpoints at uncompressed offset 0, and soci's snapshotter "+
+			"rejects it as non-monotonic, so the layer will not be lazily loaded",
+			"checkpoints", b.checkpointCount)
+	}
+	return nil
+}
+
+// inflate decodes the gzip stream, records checkpoints by soci's rule and
+// passes the tar stream on.
+func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunkQueue) error {
+	zinfo := newZinfoWriter(b.cfg.spanSize)
+	var (
+		gz   *inflate.GzipReader
+		last int64 // uncompressed offset of the last checkpoint
+	)
+	onBoundary := func(bd inflate.Boundary) error {
+		// No later span can start before the byte holding this boundary.
+		src.safe = max(bd.In-1, 0)
+		// zlib's zran loop: a checkpoint at a block end that is not the
+		// member's last, at the start of the output or once more than a
+		// span of output has passed since the last checkpoint.
+		if bd.Final || bd.Out != 0 && bd.Out-last <= b.cfg.spanSize {
+			return nil
+		}
+		start := bd.In
+		if bd.Bits != 0 {
+			start--
+		}
+		if zinfo.count() > 0 && bd.Out == 0 {
+			b.emptyFirstBlocks = true
+		}
+		src.cuts = append(src.cuts, spanCut{end: bd.In, start: start})
+		gz.Window(zinfo.add(bd.In, bd.Out, bd.Bits))
+		last = bd.Out
+		return nil
+	}
+	gz = inflate.NewGzipReader(src, onBoundary)
+
+	for {
+		chunk := out.buffer()
+		n, err := io.ReadFull(gz, chunk)
+		if n > 0 {
+			if err := out.send(ctx, chunk[:n]); err != nil {
+				return err
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			// ReadFull reports a short final read as ErrUnexpectedEOF; the
+			// inflater's own truncation errors are *inflate.Error.
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			var ie *inflate.Error
+			if errors.As(err, &ie) {
+				return fmt.Errorf("%w: gzip: %w", ErrCorruptLayer, err)
+			}
+			return err
+		}
+	}
+	// The inflater stops after the last member; anything left is data zlib
+	// would have failed on.
+	if len(src.rest) > 0 {
+		return fmt.Errorf("%w: gzip: %w", ErrCorruptLayer, inflate.ErrTrailingData)
+	}
+	if chunk, err := src.in.receive(ctx); err == nil && len(chunk) > 0 {
+		return fmt.Errorf("%w: gzip: %w", ErrCorruptLayer, inflate.ErrTrailingData)
+	} else if err != nil && err != io.EOF {
+		return err
+	}
+	if err := src.flush(nil); err != nil {
+		return err
+	}
+	close(src.hasher)
+	out.close()
+	b.checkpoints = zinfo.bytes()
+	b.checkpointCount = zinfo.count()
+	if b.checkpointCount == 0 {
+		return fmt.Errorf("%w: gzip: no deflate data", ErrCorruptLayer)
+	}
+	return nil
+}

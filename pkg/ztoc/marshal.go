@@ -1,0 +1,427 @@
+package ztoc
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+	"github.com/opencontainers/go-digest"
+)
+
+// Table slots of ztoc.fbs (soci-format.md section 2.1).
+const (
+	ztocSlotVersion = iota
+	ztocSlotBuildToolIdentifier
+	ztocSlotCompressedArchiveSize
+	ztocSlotUncompressedArchiveSize
+	ztocSlotTOC
+	ztocSlotCompressionInfo
+	ztocSlots
+)
+
+const (
+	tocSlotMetadata = iota
+	tocSlots
+)
+
+const (
+	fileSlotName = iota
+	fileSlotType
+	fileSlotUncompressedOffset
+	fileSlotUncompressedSize
+	fileSlotLinkname
+	fileSlotMode
+	fileSlotUID
+	fileSlotGID
+	fileSlotUname
+	fileSlotGname
+	fileSlotModTime
+	fileSlotDevmajor
+	fileSlotDevminor
+	fileSlotXattrs
+	fileSlots
+)
+
+const (
+	xattrSlotKey = iota
+	xattrSlotValue
+	xattrSlots
+)
+
+const (
+	compressionSlotAlgorithm = iota
+	compressionSlotMaxSpanID
+	compressionSlotSpanDigests
+	compressionSlotCheckpoints
+	compressionSlots
+)
+
+// The CompressionAlgorithm enum; Gzip is the schema default.
+const (
+	fbGzip         byte = 1
+	fbUncompressed byte = 2
+)
+
+// Marshal encodes z as soci's flatbuffer. The builder calls follow soci's
+// order exactly (soci-format.md section 2.2): the Go builder writes back to
+// front and shares vtables, so the order decides the bytes.
+//
+// Modification times are written in UTC, the form soci writes when run with
+// TZ=UTC, so the output does not depend on the local time zone.
+func Marshal(z *Ztoc) ([]byte, error) {
+	var algorithm byte
+	switch z.CompressionAlgorithm {
+	case "":
+	case Gzip:
+		algorithm = fbGzip
+	case Uncompressed:
+		algorithm = fbUncompressed
+	default:
+		return nil, fmt.Errorf("marshal ztoc: unknown compression algorithm %q", z.CompressionAlgorithm)
+	}
+
+	b := flatbuffers.NewBuilder(0)
+	version := b.CreateString(z.Version)
+	tool := b.CreateString(z.BuildToolIdentifier)
+	toc := marshalTOC(b, z.FileMetadata)
+
+	checkpoints := b.CreateByteVector(z.Checkpoints)
+	digests := make([]flatbuffers.UOffsetT, len(z.SpanDigests))
+	for i, d := range z.SpanDigests {
+		digests[i] = b.CreateString(d.String())
+	}
+	spanDigests := prependOffsets(b, digests)
+
+	b.StartObject(compressionSlots)
+	b.PrependInt32Slot(compressionSlotMaxSpanID, int32(z.MaxSpanID), 0)
+	b.PrependUOffsetTSlot(compressionSlotSpanDigests, spanDigests, 0)
+	b.PrependUOffsetTSlot(compressionSlotCheckpoints, checkpoints, 0)
+	if algorithm != 0 {
+		b.PrependByteSlot(compressionSlotAlgorithm, algorithm, fbGzip)
+	}
+	compressionInfo := b.EndObject()
+
+	b.StartObject(ztocSlots)
+	b.PrependUOffsetTSlot(ztocSlotVersion, version, 0)
+	b.PrependUOffsetTSlot(ztocSlotBuildToolIdentifier, tool, 0)
+	b.PrependUOffsetTSlot(ztocSlotTOC, toc, 0)
+	b.PrependInt64Slot(ztocSlotCompressedArchiveSize, z.CompressedArchiveSize, 0)
+	b.PrependInt64Slot(ztocSlotUncompressedArchiveSize, z.UncompressedArchiveSize, 0)
+	b.PrependUOffsetTSlot(ztocSlotCompressionInfo, compressionInfo, 0)
+	b.Finish(b.EndObject())
+	return b.FinishedBytes(), nil
+}
+
+// marshalTOC writes the entries from last to first, as soci does.
+func marshalTOC(b *flatbuffers.Builder, files []FileMetadata) flatbuffers.UOffsetT {
+	entries := make([]flatbuffers.UOffsetT, len(files))
+	for i := len(files) - 1; i >= 0; i-- {
+		entries[i] = marshalFile(b, &files[i])
+	}
+	metadata := prependOffsets(b, entries)
+	b.StartObject(tocSlots)
+	b.PrependUOffsetTSlot(tocSlotMetadata, metadata, 0)
+	return b.EndObject()
+}
+
+func marshalFile(b *flatbuffers.Builder, f *FileMetadata) flatbuffers.UOffsetT {
+	name := b.CreateString(f.Name)
+	typ := b.CreateString(f.Type)
+	linkname := b.CreateString(f.Linkname)
+	uname := b.CreateString(f.Uname)
+	gname := b.CreateString(f.Gname)
+	modTime := b.CreateString(modTimeText(f.ModTime))
+
+	keys := make([]string, 0, len(f.PAXHeaders))
+	for k := range f.PAXHeaders {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	records := make([]flatbuffers.UOffsetT, len(keys))
+	for i, k := range keys {
+		key := b.CreateString(k)
+		value := b.CreateString(f.PAXHeaders[k])
+		b.StartObject(xattrSlots)
+		b.PrependUOffsetTSlot(xattrSlotKey, key, 0)
+		b.PrependUOffsetTSlot(xattrSlotValue, value, 0)
+		records[i] = b.EndObject()
+	}
+	xattrs := prependOffsets(b, records)
+
+	b.StartObject(fileSlots)
+	b.PrependUOffsetTSlot(fileSlotName, name, 0)
+	b.PrependUOffsetTSlot(fileSlotType, typ, 0)
+	b.PrependInt64Slot(fileSlotUncompressedOffset, f.UncompressedOffset, 0)
+	b.PrependInt64Slot(fileSlotUncompressedSize, f.UncompressedSize, 0)
+	b.PrependUOffsetTSlot(fileSlotLinkname, linkname, 0)
+	b.PrependInt64Slot(fileSlotMode, f.Mode, 0)
+	b.PrependUint32Slot(fileSlotUID, uint32(f.UID), 0)
+	b.PrependUint32Slot(fileSlotGID, uint32(f.GID), 0)
+	b.PrependUOffsetTSlot(fileSlotUname, uname, 0)
+	b.PrependUOffsetTSlot(fileSlotGname, gname, 0)
+	b.PrependUOffsetTSlot(fileSlotModTime, modTime, 0)
+	b.PrependInt64Slot(fileSlotDevmajor, f.Devmajor, 0)
+	b.PrependInt64Slot(fileSlotDevminor, f.Devminor, 0)
+	b.PrependUOffsetTSlot(fileSlotXattrs, xattrs, 0)
+	return b.EndObject()
+}
+
+// prependOffsets writes a vector of uoffsets, elements prepended from last
+// to first.
+func prependOffsets(b *flatbuffers.Builder, offsets []flatbuffers.UOffsetT) flatbuffers.UOffsetT {
+	b.StartVector(flatbuffers.SizeUOffsetT, len(offsets), flatbuffers.SizeUOffsetT)
+	for i := len(offsets) - 1; i >= 0; i-- {
+		b.PrependUOffsetT(offsets[i])
+	}
+	return b.EndVector(len(offsets))
+}
+
+// Unmarshal decodes a zTOC with soci's reader rules (soci-format.md section
+// 2.3): entries are sorted by uncompressed offset, TarHeaderOffset is derived
+// from the entry before, and an entry overlapping the one before gives
+// ErrInvalidTOCEntry. The checkpoints are validated against MaxSpanID and the
+// span digests, which soci's snapshotter checks before using a zTOC. Any
+// malformed input gives an error wrapping ErrInvalidZtoc, never a panic.
+func Unmarshal(buf []byte) (*Ztoc, error) {
+	z, err := unmarshal(buf)
+	if err != nil {
+		return nil, fmt.Errorf("unmarshal ztoc: %w", err)
+	}
+	return z, nil
+}
+
+func unmarshal(buf []byte) (*Ztoc, error) {
+	root, err := rootTable(buf)
+	if err != nil {
+		return nil, err
+	}
+	z := &Ztoc{}
+	if z.Version, err = root.string(ztocSlotVersion); err != nil {
+		return nil, err
+	}
+	if z.BuildToolIdentifier, err = root.string(ztocSlotBuildToolIdentifier); err != nil {
+		return nil, err
+	}
+	if z.CompressedArchiveSize, err = root.int64(ztocSlotCompressedArchiveSize); err != nil {
+		return nil, err
+	}
+	if z.UncompressedArchiveSize, err = root.int64(ztocSlotUncompressedArchiveSize); err != nil {
+		return nil, err
+	}
+	if toc, ok, err := root.table(ztocSlotTOC); err != nil {
+		return nil, err
+	} else if ok {
+		if z.FileMetadata, err = unmarshalTOC(toc); err != nil {
+			return nil, err
+		}
+	}
+	info, ok, err := root.table(ztocSlotCompressionInfo)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: no compression info", ErrInvalidZtoc)
+	}
+	if err := unmarshalCompressionInfo(info, &z.CompressionInfo); err != nil {
+		return nil, err
+	}
+	if _, err := z.zinfo(); err != nil {
+		return nil, err
+	}
+	return z, nil
+}
+
+func unmarshalCompressionInfo(t fbTable, c *CompressionInfo) error {
+	algorithm, err := t.byte(compressionSlotAlgorithm, fbGzip)
+	if err != nil {
+		return err
+	}
+	switch algorithm {
+	case fbGzip:
+		c.CompressionAlgorithm = Gzip
+	case fbUncompressed:
+		c.CompressionAlgorithm = Uncompressed
+	default:
+		return fmt.Errorf("%w: unknown compression algorithm %d", ErrInvalidZtoc, algorithm)
+	}
+	maxSpanID, err := t.int32(compressionSlotMaxSpanID)
+	if err != nil {
+		return err
+	}
+	c.MaxSpanID = SpanID(maxSpanID)
+	digests, err := t.vector(compressionSlotSpanDigests)
+	if err != nil {
+		return err
+	}
+	c.SpanDigests = make([]digest.Digest, digests.n)
+	for i := range c.SpanDigests {
+		s, err := digests.string(i)
+		if err != nil {
+			return err
+		}
+		// soci keeps an unparsable digest as empty; verification of that
+		// span then fails.
+		if d, err := digest.Parse(s); err == nil {
+			c.SpanDigests[i] = d
+		}
+	}
+	checkpoints, err := t.bytes(compressionSlotCheckpoints)
+	if err != nil {
+		return err
+	}
+	c.Checkpoints = slices.Clone(checkpoints)
+	return nil
+}
+
+func unmarshalTOC(t fbTable) ([]FileMetadata, error) {
+	entries, err := t.vector(tocSlotMetadata)
+	if err != nil {
+		return nil, err
+	}
+	files := make([]FileMetadata, entries.n)
+	for i := range files {
+		e, err := entries.table(i)
+		if err != nil {
+			return nil, err
+		}
+		if err := unmarshalFile(e, &files[i]); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(files, func(a, b FileMetadata) int {
+		return compareInt64(a.UncompressedOffset, b.UncompressedOffset)
+	})
+	if err := deriveHeaderOffsets(files); err != nil {
+		return nil, err
+	}
+	return files, nil
+}
+
+// deriveHeaderOffsets sets TarHeaderOffset the way soci's reader does: the
+// first header is at 0 and each later one follows the block-padded data of
+// the entry before.
+func deriveHeaderOffsets(files []FileMetadata) error {
+	var nextHeader int64
+	for i := range files {
+		f := &files[i]
+		if f.UncompressedOffset < nextHeader {
+			return fmt.Errorf("%w: %q at offset %d overlaps the entry before (ends at %d)",
+				ErrInvalidTOCEntry, f.Name, f.UncompressedOffset, nextHeader)
+		}
+		f.TarHeaderOffset = nextHeader
+		nextHeader = alignToTarBlock(f.UncompressedOffset + f.UncompressedSize)
+	}
+	return nil
+}
+
+func compareInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func unmarshalFile(t fbTable, f *FileMetadata) error {
+	var (
+		modTime string
+		uid     uint32
+		gid     uint32
+		err     error
+	)
+	for _, field := range []struct {
+		slot int
+		dst  *string
+	}{
+		{fileSlotName, &f.Name},
+		{fileSlotType, &f.Type},
+		{fileSlotLinkname, &f.Linkname},
+		{fileSlotUname, &f.Uname},
+		{fileSlotGname, &f.Gname},
+		{fileSlotModTime, &modTime},
+	} {
+		if *field.dst, err = t.string(field.slot); err != nil {
+			return err
+		}
+	}
+	for _, field := range []struct {
+		slot int
+		dst  *int64
+	}{
+		{fileSlotUncompressedOffset, &f.UncompressedOffset},
+		{fileSlotUncompressedSize, &f.UncompressedSize},
+		{fileSlotMode, &f.Mode},
+		{fileSlotDevmajor, &f.Devmajor},
+		{fileSlotDevminor, &f.Devminor},
+	} {
+		if *field.dst, err = t.int64(field.slot); err != nil {
+			return err
+		}
+	}
+	if uid, err = t.uint32(fileSlotUID); err != nil {
+		return err
+	}
+	if gid, err = t.uint32(fileSlotGID); err != nil {
+		return err
+	}
+	f.UID, f.GID = int(uid), int(gid)
+	// soci ignores a time it cannot parse and keeps the zero time.
+	_ = f.ModTime.UnmarshalText([]byte(modTime))
+
+	records, err := t.vector(fileSlotXattrs)
+	if err != nil {
+		return err
+	}
+	f.PAXHeaders = make(map[string]string, records.n)
+	for i := range records.n {
+		x, err := records.table(i)
+		if err != nil {
+			return err
+		}
+		key, err := x.string(xattrSlotKey)
+		if err != nil {
+			return err
+		}
+		if f.PAXHeaders[key], err = x.string(xattrSlotValue); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// zinfo decodes the checkpoints and checks them against the span list, the
+// checks soci's span manager makes before it serves a layer.
+func (z *Ztoc) zinfo() (zinfo, error) {
+	var (
+		zi  zinfo
+		err error
+	)
+	switch z.CompressionAlgorithm {
+	case Gzip, "":
+		zi, err = decodeGzipZinfo(z.Checkpoints)
+	case Uncompressed:
+		zi, err = decodeTarZinfo(z.Checkpoints)
+	default:
+		return nil, fmt.Errorf("%w: unknown compression algorithm %q", ErrInvalidZtoc, z.CompressionAlgorithm)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if zi.maxSpanID() != z.MaxSpanID {
+		return nil, fmt.Errorf("%w: max span ID %d, checkpoints give %d", ErrInvalidZtoc, z.MaxSpanID, zi.maxSpanID())
+	}
+	if len(z.SpanDigests) != int(z.MaxSpanID)+1 {
+		return nil, fmt.Errorf("%w: %d span digests for %d spans", ErrInvalidZtoc, len(z.SpanDigests), int(z.MaxSpanID)+1)
+	}
+	return zi, nil
+}
+
+// modTimeText is how Marshal writes a modification time. Like soci, a time
+// MarshalText refuses (a year outside 0-9999) is written as "".
+func modTimeText(t time.Time) string {
+	b, _ := t.UTC().MarshalText()
+	return string(b)
+}

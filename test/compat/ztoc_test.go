@@ -1,0 +1,488 @@
+package compat
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/awslabs/soci-snapshotter/cache"
+	spanmanager "github.com/awslabs/soci-snapshotter/fs/span-manager"
+	sociztoc "github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/awslabs/soci-snapshotter/ztoc/compression"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
+	"github.com/soci-indexer/soci-indexer/test/compat/corpus"
+)
+
+// sociBuildTool is the identifier soci's CLI writes; both builders use it.
+const sociBuildTool = "AWS SOCI CLI v0.2"
+
+// TestMain fixes the local time zone to UTC before anything reads it. soci
+// formats mod_time in the local zone (soci-format.md 5.5) and our builder
+// always writes the UTC form, so byte identity holds only under TZ=UTC.
+func TestMain(m *testing.M) {
+	time.Local = time.UTC
+	if err := os.Setenv("TZ", "UTC"); err != nil {
+		fmt.Fprintln(os.Stderr, "set TZ:", err)
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
+
+// spanSizes are the spans of soci-format.md 10.A. 16 KiB is below the
+// 32 KiB window, so early windows are zero-padded. 0 (a checkpoint at every
+// deflate block) is valid for gzip only: soci's tar zinfo divides by it.
+var spanSizes = []int64{4 << 20, 1 << 20, 64 << 10, 16 << 10, 0}
+
+// TestZtocCompat builds a zTOC for every corpus layer and span size with
+// soci v0.16.1 and with pkg/ztoc and checks that the bytes are identical,
+// then that soci's readers and ours serve every file from our zTOC.
+func TestZtocCompat(t *testing.T) {
+	layers, err := corpus.Generate(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatalf("generate corpus: %v", err)
+	}
+	for _, layer := range layers {
+		t.Run(layer.Name, func(t *testing.T) {
+			if layer.SkipReason != "" {
+				t.Skipf("cannot make this layer: %s", layer.SkipReason)
+			}
+			t.Parallel()
+			if layer.Refused {
+				checkRefusedByBoth(t, layer)
+				return
+			}
+			lf, err := loadLayer(layer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, span := range spanSizes {
+				if span == 0 && layer.Compression != corpus.Gzip {
+					continue
+				}
+				// Small spans on the 100k-entry layer make thousands of
+				// 32 KiB windows and add nothing the other layers miss.
+				if layer.ManyEntries && span < 1<<20 {
+					continue
+				}
+				t.Run(fmt.Sprintf("span=%d", span), func(t *testing.T) {
+					checkLayer(t, lf, span)
+				})
+			}
+		})
+	}
+}
+
+// layerFixture is a corpus layer with what the checks compare against,
+// computed once per layer from the blob and the source archive.
+type layerFixture struct {
+	corpus.Layer
+	blob         []byte            // the layer blob
+	digest       digest.Digest     // of blob
+	uncompressed []byte            // the whole decompressed stream
+	files        map[string][]byte // regular file name -> content, from the source archive
+	fileNames    []string          // regular files in archive order
+}
+
+func loadLayer(layer corpus.Layer) (*layerFixture, error) {
+	blob, err := os.ReadFile(layer.Path)
+	if err != nil {
+		return nil, fmt.Errorf("read layer: %w", err)
+	}
+	lf := &layerFixture{Layer: layer, blob: blob, digest: digest.FromBytes(blob), files: make(map[string][]byte)}
+	lf.uncompressed = blob
+	if layer.Compression == corpus.Gzip {
+		zr, err := gzip.NewReader(bytes.NewReader(blob))
+		if err != nil {
+			return nil, fmt.Errorf("gunzip layer: %w", err)
+		}
+		if lf.uncompressed, err = io.ReadAll(zr); err != nil {
+			return nil, fmt.Errorf("gunzip layer: %w", err)
+		}
+	}
+	archive, err := os.Open(layer.TarPath)
+	if err != nil {
+		return nil, fmt.Errorf("open archive: %w", err)
+	}
+	defer archive.Close()
+	tr := tar.NewReader(archive)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read archive: %w", err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		if _, dup := lf.files[hdr.Name]; dup {
+			return nil, fmt.Errorf("archive has %q twice; name lookups would be ambiguous", hdr.Name)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", hdr.Name, err)
+		}
+		lf.files[hdr.Name] = data
+		lf.fileNames = append(lf.fileNames, hdr.Name)
+	}
+	return lf, nil
+}
+
+// sampledFiles returns the files to extract one by one. ExtractFile
+// inflates whole spans per call, so on the 100k-file layer every 97th file
+// is enough; the span manager still reads all of them.
+func (lf *layerFixture) sampledFiles() []string {
+	if !lf.ManyEntries {
+		return lf.fileNames
+	}
+	var names []string
+	for i := 0; i < len(lf.fileNames); i += 97 {
+		names = append(names, lf.fileNames[i])
+	}
+	return append(names, lf.fileNames[len(lf.fileNames)-1])
+}
+
+func ourCompression(algorithm string) ztoc.Compression {
+	if algorithm == corpus.Gzip {
+		return ztoc.Gzip
+	}
+	return ztoc.Uncompressed
+}
+
+func buildWithSoci(path string, span int64, algorithm string) ([]byte, error) {
+	z, err := sociztoc.NewBuilder(sociBuildTool).BuildZtoc(path, span, sociztoc.WithCompression(algorithm))
+	if err != nil {
+		return nil, fmt.Errorf("soci BuildZtoc: %w", err)
+	}
+	r, _, err := sociztoc.Marshal(z)
+	if err != nil {
+		return nil, fmt.Errorf("soci Marshal: %w", err)
+	}
+	return io.ReadAll(r)
+}
+
+func buildWithOurs(ctx context.Context, path string, span int64, algorithm string) (*ztoc.Result, []byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	// Hide the *os.File so Build sees only a stream, as it would from a
+	// registry download.
+	res, err := ztoc.Build(ctx, struct{ io.Reader }{f},
+		ztoc.WithSpanSize(span), ztoc.WithCompression(ourCompression(algorithm)),
+		ztoc.WithBuildToolIdentifier(sociBuildTool))
+	if err != nil {
+		return nil, nil, fmt.Errorf("ztoc.Build: %w", err)
+	}
+	b, err := ztoc.Marshal(res.Ztoc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ztoc.Marshal: %w", err)
+	}
+	return res, b, nil
+}
+
+func checkLayer(t *testing.T, lf *layerFixture, span int64) {
+	ctx := t.Context()
+	sociBytes, err := buildWithSoci(lf.Path, span, lf.Compression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, ourBytes, err := buildWithOurs(ctx, lf.Path, span, lf.Compression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LayerDigest != lf.digest || res.LayerSize != int64(len(lf.blob)) {
+		t.Errorf("layer identity: got %s (%d bytes), want %s (%d bytes)",
+			res.LayerDigest, res.LayerSize, lf.digest, len(lf.blob))
+	}
+
+	// 10.B: byte identity.
+	if sha256.Sum256(ourBytes) != sha256.Sum256(sociBytes) {
+		t.Errorf("zTOC differs from soci's: ours %s (%d bytes), soci %s (%d bytes)\n%s",
+			digest.FromBytes(ourBytes), len(ourBytes), digest.FromBytes(sociBytes), len(sociBytes),
+			diffZtocs(sociBytes, ourBytes))
+	}
+
+	// Our reader must take soci's bytes and write them back unchanged.
+	fromSoci, err := ztoc.Unmarshal(sociBytes)
+	if err != nil {
+		t.Errorf("ztoc.Unmarshal(soci's zTOC): %v", err)
+	} else if again, err := ztoc.Marshal(fromSoci); err != nil {
+		t.Errorf("ztoc.Marshal(ztoc.Unmarshal(soci's zTOC)): %v", err)
+	} else if !bytes.Equal(again, sociBytes) {
+		t.Errorf("Marshal(Unmarshal(soci's zTOC)) is not soci's zTOC\n%s", diffZtocs(sociBytes, again))
+	}
+
+	// Everything below reads OUR zTOC with soci's code, then with ours.
+	checkZinfo(t, lf, ourBytes)
+	checkSociExtractFile(t, lf, ourBytes)
+	checkSpanManager(t, lf, ourBytes)
+	checkOurExtract(t, lf, res.Ztoc)
+}
+
+// checkRefusedByBoth: soci fails on the layer, and so must we.
+func checkRefusedByBoth(t *testing.T, layer corpus.Layer) {
+	const span = 1 << 20
+	_, sociErr := buildWithSoci(layer.Path, span, layer.Compression)
+	_, _, ourErr := buildWithOurs(t.Context(), layer.Path, span, layer.Compression)
+	if sociErr == nil {
+		t.Errorf("soci accepted the layer; the corpus expects it to be refused")
+	}
+	if ourErr == nil {
+		t.Errorf("ztoc.Build accepted a layer soci refuses (soci: %v)", sociErr)
+	}
+	t.Logf("soci: %v", sociErr)
+	t.Logf("ours: %v", ourErr)
+}
+
+func unmarshalWithSoci(t *testing.T, b []byte) *sociztoc.Ztoc {
+	t.Helper()
+	z, err := sociztoc.Unmarshal(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("soci Unmarshal of our zTOC: %v", err)
+	}
+	return z
+}
+
+// checkZinfo is soci-format.md 10.D and 10.E on our zTOC: the checkpoint
+// blob is well formed and each span's digest and contents are right.
+func checkZinfo(t *testing.T, lf *layerFixture, ourBytes []byte) {
+	z := unmarshalWithSoci(t, ourBytes)
+	zinfo, err := compression.NewZinfo(z.CompressionAlgorithm, z.Checkpoints)
+	if err != nil {
+		t.Fatalf("compression.NewZinfo: %v", err)
+	}
+	defer zinfo.Close()
+	if zinfo.MaxSpanID() != z.MaxSpanID || len(z.SpanDigests) != int(z.MaxSpanID)+1 {
+		t.Fatalf("MaxSpanID %d, zinfo says %d, %d span digests", z.MaxSpanID, zinfo.MaxSpanID(), len(z.SpanDigests))
+	}
+	if z.CompressedArchiveSize != compression.Offset(len(lf.blob)) {
+		t.Errorf("compressed_archive_size %d, blob is %d bytes", z.CompressedArchiveSize, len(lf.blob))
+	}
+
+	if lf.Compression == corpus.Gzip {
+		cps, _, err := parseGzipCheckpoints(z.Checkpoints)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cps) != int(z.MaxSpanID)+1 {
+			t.Errorf("%d checkpoints, MaxSpanID %d", len(cps), z.MaxSpanID)
+		}
+		headerLen, err := gzipHeaderLen(lf.blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cps[0].in != int64(headerLen) || cps[0].out != 0 || cps[0].bits != 0 {
+			t.Errorf("checkpoint 0 = in %d out %d bits %d, want in %d (gzip header length) out 0 bits 0",
+				cps[0].in, cps[0].out, cps[0].bits, headerLen)
+		}
+		for i, cp := range cps {
+			if i > 0 && cp.out <= cps[i-1].out {
+				// soci does this too for a first deflate block without
+				// output; the span manager rejects such a zTOC.
+				t.Logf("flag: checkpoints %d and %d share out=%d (empty deflate block)", i-1, i, cp.out)
+			}
+			if want := windowBefore(lf.uncompressed, cp.out); !bytes.Equal(cp.window, want) {
+				t.Errorf("checkpoint %d (out %d): window is not the last 32 KiB of output, zero-padded", i, cp.out)
+			}
+		}
+	}
+
+	for id := compression.SpanID(0); id <= z.MaxSpanID; id++ {
+		startC, endC := zinfo.StartCompressedOffset(id), zinfo.EndCompressedOffset(id, z.CompressedArchiveSize)
+		startU, endU := zinfo.StartUncompressedOffset(id), zinfo.EndUncompressedOffset(id, z.UncompressedArchiveSize)
+		compressed := lf.blob[startC:endC]
+		if got := digest.FromBytes(compressed); got != z.SpanDigests[id] {
+			t.Errorf("span %d: digest %s, want %s", id, z.SpanDigests[id], got)
+		}
+		if endU == startU {
+			continue
+		}
+		data, err := zinfo.ExtractDataFromBuffer(compressed, endU-startU, startU, id)
+		if err != nil {
+			t.Errorf("span %d: soci ExtractDataFromBuffer: %v", id, err)
+			continue
+		}
+		if !bytes.Equal(data, lf.uncompressed[startU:endU]) {
+			t.Errorf("span %d: soci decodes [%d, %d) wrongly", id, startU, endU)
+		}
+	}
+}
+
+// checkSociExtractFile is soci-format.md 10.F, first half.
+func checkSociExtractFile(t *testing.T, lf *layerFixture, ourBytes []byte) {
+	z := unmarshalWithSoci(t, ourBytes)
+	sr := io.NewSectionReader(bytes.NewReader(lf.blob), 0, int64(len(lf.blob)))
+	for _, name := range lf.sampledFiles() {
+		got, err := z.ExtractFile(sr, name)
+		if err != nil {
+			t.Errorf("soci ExtractFile(%q): %v", name, err)
+			continue
+		}
+		if !bytes.Equal(got, lf.files[name]) {
+			t.Errorf("soci ExtractFile(%q): %d bytes differ from the %d in the archive", name, len(got), len(lf.files[name]))
+		}
+	}
+}
+
+// checkSpanManager is soci-format.md 10.F, second half, and 10.G: soci's
+// runtime span manager accepts our zTOC, serves every regular file, and
+// every entry's header range parses back to the recorded metadata the way
+// the snapshotter's file verification does.
+func checkSpanManager(t *testing.T, lf *layerFixture, ourBytes []byte) {
+	z := unmarshalWithSoci(t, ourBytes)
+	// spanmanager.New drops the checkpoints from the zTOC it is given.
+	entries := unmarshalWithSoci(t, ourBytes).FileMetadata
+	sr := io.NewSectionReader(bytes.NewReader(lf.blob), 0, int64(len(lf.blob)))
+	sm, err := spanmanager.New(z, sr, cache.NewMemoryCache(), 0, lf.digest)
+	if hasRepeatedOut(t, lf, ourBytes) {
+		if !errors.Is(err, spanmanager.ErrNonMonotonicCheckpoints) {
+			t.Errorf("span manager: got %v, want %v for a zTOC with two checkpoints at the same offset (as soci's own)",
+				err, spanmanager.ErrNonMonotonicCheckpoints)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("spanmanager.New: %v", err)
+	}
+	defer sm.Close()
+
+	read := func(start, end compression.Offset) ([]byte, error) {
+		rc, err := sm.GetContents(start, end)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(rc)
+	}
+	for _, e := range entries {
+		if e.Type == "reg" {
+			got, err := read(e.UncompressedOffset, e.UncompressedOffset+e.UncompressedSize)
+			if err != nil {
+				t.Errorf("span manager GetContents(%q): %v", e.Name, err)
+			} else if !bytes.Equal(got, lf.files[e.Name]) {
+				t.Errorf("span manager GetContents(%q): %d bytes differ from the %d in the archive",
+					e.Name, len(got), len(lf.files[e.Name]))
+			}
+		}
+		headerBytes, err := read(e.TarHeaderOffset, e.UncompressedOffset)
+		if err != nil {
+			t.Errorf("span manager GetContents(header of %q): %v", e.Name, err)
+			continue
+		}
+		if err := verifyHeader(headerBytes, e); err != nil {
+			t.Errorf("runtime header check of %q: %v", e.Name, err)
+		}
+	}
+}
+
+// verifyHeader emulates the snapshotter's per-file verification
+// (fs/reader Verify): the header range must parse as exactly one tar
+// header, consuming all of it, that matches the TOC entry.
+func verifyHeader(headerBytes []byte, e sociztoc.FileMetadata) error {
+	br := bytes.NewReader(headerBytes)
+	hdr, err := tar.NewReader(br).Next()
+	if err != nil {
+		return fmt.Errorf("parse: %w", err)
+	}
+	if consumed := len(headerBytes) - br.Len(); consumed != len(headerBytes) {
+		return fmt.Errorf("header used %d of %d bytes", consumed, len(headerBytes))
+	}
+	// Years outside 0-9999 cannot be written as text; soci stores an empty
+	// mod_time and its own verification fails the same way, so only the
+	// rest is compared for them.
+	_, textErr := hdr.ModTime.MarshalText()
+	timeOK := textErr != nil && e.ModTime.IsZero() || hdr.ModTime.Equal(e.ModTime)
+	switch {
+	case hdr.Name != e.Name:
+		return fmt.Errorf("name %q", hdr.Name)
+	case hdr.Size != int64(e.UncompressedSize):
+		return fmt.Errorf("size %d, TOC %d", hdr.Size, e.UncompressedSize)
+	case !timeOK:
+		return fmt.Errorf("mtime %v, TOC %v", hdr.ModTime, e.ModTime)
+	case hdr.Linkname != e.Linkname:
+		return fmt.Errorf("linkname %q, TOC %q", hdr.Linkname, e.Linkname)
+	case hdr.FileInfo().Mode() != e.FileMode():
+		return fmt.Errorf("mode %v, TOC %v", hdr.FileInfo().Mode(), e.FileMode())
+	case hdr.Uid != e.UID || hdr.Gid != e.GID:
+		return fmt.Errorf("uid/gid %d/%d, TOC %d/%d", hdr.Uid, hdr.Gid, e.UID, e.GID)
+	case hdr.Devmajor != e.Devmajor || hdr.Devminor != e.Devminor:
+		return fmt.Errorf("device %d,%d, TOC %d,%d", hdr.Devmajor, hdr.Devminor, e.Devmajor, e.Devminor)
+	case !equalMaps(sociztoc.Xattrs(hdr.PAXRecords), e.Xattrs()):
+		return fmt.Errorf("xattrs %q, TOC %q", sociztoc.Xattrs(hdr.PAXRecords), e.Xattrs())
+	}
+	return nil
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// hasRepeatedOut reports whether two gzip checkpoints share an
+// uncompressed offset, which soci's span manager rejects.
+func hasRepeatedOut(t *testing.T, lf *layerFixture, ourBytes []byte) bool {
+	if lf.Compression != corpus.Gzip {
+		return false
+	}
+	cps, _, err := parseGzipCheckpoints(unmarshalWithSoci(t, ourBytes).Checkpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(cps); i++ {
+		if cps[i].out == cps[i-1].out {
+			return true
+		}
+	}
+	return false
+}
+
+// checkOurExtract: our own reader serves every file, and every span, of
+// the zTOC we built.
+func checkOurExtract(t *testing.T, lf *layerFixture, z *ztoc.Ztoc) {
+	ctx := t.Context()
+	layer := bytes.NewReader(lf.blob)
+	for _, name := range lf.sampledFiles() {
+		got, err := z.ExtractFile(ctx, layer, name)
+		if err != nil {
+			t.Errorf("our ExtractFile(%q): %v", name, err)
+			continue
+		}
+		if !bytes.Equal(got, lf.files[name]) {
+			t.Errorf("our ExtractFile(%q): %d bytes differ from the %d in the archive", name, len(got), len(lf.files[name]))
+		}
+	}
+	spans, err := z.Spans()
+	if err != nil {
+		t.Fatalf("our Spans: %v", err)
+	}
+	for _, s := range spans {
+		got, err := z.ReadSpan(ctx, layer, s.ID)
+		if err != nil {
+			t.Errorf("our ReadSpan(%d): %v", s.ID, err)
+			continue
+		}
+		if !bytes.Equal(got, lf.uncompressed[s.StartUncompressed:s.EndUncompressed]) {
+			t.Errorf("our ReadSpan(%d): wrong bytes for [%d, %d)", s.ID, s.StartUncompressed, s.EndUncompressed)
+		}
+	}
+}
