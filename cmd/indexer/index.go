@@ -17,6 +17,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
+	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 )
 
@@ -49,6 +50,7 @@ func newIndexCmd() *cobra.Command {
 		optimizations []string
 		tagTemplate   string
 		concurrency   int
+		dsn           string
 		asJSON        bool
 	)
 	cmd := &cobra.Command{
@@ -98,6 +100,16 @@ digest gets v1 indexes instead.`,
 			if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 				opts = append(opts, index.WithProgress(newProgressPrinter(stderr).report))
 			}
+			if dsn != "" {
+				// The database records what is built, lends its zTOCs for
+				// reuse and serialises referrers updates with the service.
+				store, err := db.Open(cmd.Context(), dsn, db.WithLogger(slog.Default()))
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				opts = append(opts, index.WithArtifactsDb(store), index.WithLocker(store))
+			}
 			return runIndex(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], opts, asJSON)
 		},
 	}
@@ -111,6 +123,7 @@ digest gets v1 indexes instead.`,
 	fl.StringSliceVar(&optimizations, "optimizations", nil, "optimizations to enable: xattr")
 	fl.StringVar(&tagTemplate, "v2-tag", index.DefaultV2TagTemplate, "tag of the v2 OCI index; {tag} is the image's tag")
 	fl.IntVar(&concurrency, "layer-concurrency", 0, "layers processed at once (default: the number of CPUs, at least 2)")
+	fl.StringVar(&dsn, "dsn", os.Getenv("INDEXER_DSN"), "artifacts database (postgres://… or sqlite://PATH) for zTOC reuse and records (env INDEXER_DSN)")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.AddCommand(newIndexLsCmd())
 	return cmd

@@ -1,14 +1,56 @@
 package main
 
 import (
-	"errors"
+	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/soci-indexer/soci-indexer/pkg/db"
 )
 
-// newReportCmd is a placeholder until its owner lands it.
 func newReportCmd() *cobra.Command {
-	return &cobra.Command{Use: "report", Short: "not built yet", RunE: func(*cobra.Command, []string) error {
-		return errors.New("report: not built yet")
-	}}
+	var (
+		dsn    string
+		asJSON bool
+		limit  int
+	)
+	cmd := &cobra.Command{
+		Use:   "report " + strings.Join(db.ReportNames, "|"),
+		Short: "Print a report from the database",
+		Long: `Prints one of the report views (docs/db.md describes them):
+  coverage     images per repository: indexed, skipped, failed, pending
+  failures     permanently failed images with their last error
+  reuse        zTOCs built and reused per repository, and the layer bytes not rebuilt
+  largest      the largest layers that got a zTOC, with the zTOC's size
+  throughput   attempts finished per UTC day, bytes read, mean duration`,
+		Example: `  indexer report coverage --dsn postgres://indexer@db/indexer
+  indexer report failures --limit 10 --json`,
+		ValidArgs: db.ReportNames,
+		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dsn == "" {
+				return errNoDSN
+			}
+			store, err := db.Open(cmd.Context(), dsn, db.WithLogger(slog.Default()))
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			rows, err := db.RunReport(cmd.Context(), store, args[0], limit)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return db.WriteReportJSON(cmd.OutOrStdout(), rows)
+			}
+			return db.WriteReportTable(cmd.OutOrStdout(), rows)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&dsn, "dsn", os.Getenv("INDEXER_DSN"), "database: postgres://… or sqlite://PATH (env INDEXER_DSN)")
+	fl.BoolVar(&asJSON, "json", false, "print a JSON array instead of a table")
+	fl.IntVar(&limit, "limit", 0, "rows for failures and largest, days for throughput (0: 50, 20 and 30)")
+	return cmd
 }

@@ -1,14 +1,325 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
 )
 
-// newZtocCmd is a placeholder until its owner lands it.
 func newZtocCmd() *cobra.Command {
-	return &cobra.Command{Use: "ztoc", Short: "not built yet", RunE: func(*cobra.Command, []string) error {
-		return errors.New("ztoc: not built yet")
-	}}
+	cmd := &cobra.Command{
+		Use:   "ztoc",
+		Short: "Build, inspect and read zTOCs (the per-layer part of a SOCI index)",
+	}
+	cmd.AddCommand(newZtocCreateCmd(), newZtocInfoCmd(), newZtocExtractCmd())
+	return cmd
+}
+
+func newZtocCreateCmd() *cobra.Command {
+	var (
+		spanSize     int64
+		uncompressed bool
+		gzipLayer    bool
+		output       string
+		tool         string
+	)
+	cmd := &cobra.Command{
+		Use:   "create LAYER|-",
+		Short: "Build the zTOC of a layer blob (gzip or uncompressed tar) in one streaming pass",
+		Long: "Build the zTOC of a layer blob, as soci-snapshotter v0.16.1 does, reading the layer once.\n" +
+			"The compression is detected from the first bytes unless --gzip or --uncompressed is given.\n" +
+			"Prints the zTOC's digest and size, then the layer's.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if uncompressed && gzipLayer {
+				return errors.New("--gzip and --uncompressed exclude each other")
+			}
+			layerPath := args[0]
+			if output == "" {
+				if layerPath == "-" {
+					return errors.New("-o is required when the layer is read from stdin")
+				}
+				output = layerPath + ".ztoc"
+			}
+			in, size, err := openLayer(layerPath)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+
+			r := bufio.NewReaderSize(in, 64<<10)
+			compression := ztoc.Gzip
+			switch {
+			case uncompressed:
+				compression = ztoc.Uncompressed
+			case !gzipLayer:
+				if compression, err = detectCompression(r); err != nil {
+					return fmt.Errorf("%s: %w", layerPath, err)
+				}
+			}
+
+			opts := []ztoc.BuildOption{
+				ztoc.WithSpanSize(spanSize),
+				ztoc.WithCompression(compression),
+				ztoc.WithBuildToolIdentifier(tool),
+				ztoc.WithLogger(slog.Default()),
+			}
+			stopProgress := func() {}
+			if f, ok := cmd.ErrOrStderr().(*os.File); ok && term.IsTerminal(int(f.Fd())) && (size < 0 || size >= 64<<20) {
+				var read atomic.Int64
+				opts = append(opts, ztoc.WithProgress(read.Store))
+				stopProgress = showProgress(f, &read, size)
+			}
+			res, err := ztoc.Build(cmd.Context(), r, opts...)
+			stopProgress()
+			if err != nil {
+				return fmt.Errorf("%s: %w", layerPath, err)
+			}
+			blob, err := ztoc.Marshal(res.Ztoc)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(output, blob, 0o644); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "ztoc  %s %d %s\n", digest.FromBytes(blob), len(blob), output)
+			fmt.Fprintf(out, "layer %s %d %s\n", res.LayerDigest, res.LayerSize, compression)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.Int64Var(&spanSize, "span-size", ztoc.DefaultSpanSize, "minimum span size in uncompressed bytes (soci's default)")
+	fl.BoolVar(&uncompressed, "uncompressed", false, "the layer is an uncompressed tar")
+	fl.BoolVar(&gzipLayer, "gzip", false, "the layer is gzip-compressed")
+	fl.StringVarP(&output, "output", "o", "", "file to write the zTOC to (default LAYER.ztoc)")
+	fl.StringVar(&tool, "build-tool-identifier", ztoc.DefaultBuildToolIdentifier, "build tool recorded in the zTOC")
+	return cmd
+}
+
+// openLayer opens a layer file, or stdin for "-". size is -1 when unknown.
+func openLayer(path string) (io.ReadCloser, int64, error) {
+	if path == "-" {
+		return io.NopCloser(os.Stdin), -1, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// detectCompression looks at the magic number of a layer.
+func detectCompression(r *bufio.Reader) (ztoc.Compression, error) {
+	magic, err := r.Peek(4)
+	if err != nil && err != io.EOF {
+		return "", err
+	}
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		return ztoc.Gzip, nil
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return "", errors.New("zstd layers are not supported (soci v0.16 skips them)")
+	}
+	return ztoc.Uncompressed, nil
+}
+
+// showProgress redraws a progress line on a terminal until stopped.
+func showProgress(w io.Writer, read *atomic.Int64, size int64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-tick.C:
+				n := read.Load()
+				rate := float64(n) / time.Since(start).Seconds() / 1e6
+				if size > 0 {
+					fmt.Fprintf(w, "\r\033[K%d/%d MB (%.0f%%) %.0f MB/s", n/1e6, size/1e6, 100*float64(n)/float64(size), rate)
+				} else {
+					fmt.Fprintf(w, "\r\033[K%d MB %.0f MB/s", n/1e6, rate)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+func newZtocInfoCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "info FILE",
+		Short: "Show a zTOC: sizes, spans and entries",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			z, blob, err := readZtoc(args[0])
+			if err != nil {
+				return err
+			}
+			spans, err := z.Spans()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return writeZtocJSON(out, z, blob, spans)
+			}
+			fmt.Fprintf(out, "digest:              %s\n", digest.FromBytes(blob))
+			fmt.Fprintf(out, "size:                %d\n", len(blob))
+			fmt.Fprintf(out, "version:             %s\n", z.Version)
+			fmt.Fprintf(out, "build tool:          %s\n", z.BuildToolIdentifier)
+			fmt.Fprintf(out, "compression:         %s\n", z.CompressionAlgorithm)
+			fmt.Fprintf(out, "compressed size:     %d\n", z.CompressedArchiveSize)
+			fmt.Fprintf(out, "uncompressed size:   %d\n", z.UncompressedArchiveSize)
+			fmt.Fprintf(out, "spans:               %d\n", len(spans))
+			fmt.Fprintf(out, "entries:             %d\n\n", len(z.FileMetadata))
+			tw := tabwriter.NewWriter(out, 0, 8, 1, ' ', 0)
+			fmt.Fprintln(tw, "TYPE\tMODE\tUID:GID\tSIZE\tOFFSET\tSPAN\tMODIFIED\tNAME")
+			for _, f := range z.FileMetadata {
+				span := "-"
+				if f.UncompressedSize > 0 {
+					if id, err := z.SpanOf(f.UncompressedOffset); err == nil {
+						span = fmt.Sprint(id)
+					}
+				}
+				name := f.Name
+				if f.Linkname != "" {
+					name += " -> " + f.Linkname
+				}
+				fmt.Fprintf(tw, "%s\t%#o\t%d:%d\t%d\t%d\t%s\t%s\t%s\n", f.Type, f.Mode, f.UID, f.GID,
+					f.UncompressedSize, f.UncompressedOffset, span, f.ModTime.UTC().Format(time.RFC3339), name)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func writeZtocJSON(w io.Writer, z *ztoc.Ztoc, blob []byte, spans []ztoc.Span) error {
+	type entry struct {
+		Name     string            `json:"name"`
+		Type     string            `json:"type"`
+		Offset   int64             `json:"offset"`
+		Size     int64             `json:"size"`
+		Linkname string            `json:"linkname,omitempty"`
+		Mode     int64             `json:"mode"`
+		UID      int               `json:"uid"`
+		GID      int               `json:"gid"`
+		ModTime  time.Time         `json:"modTime"`
+		Devmajor int64             `json:"devmajor,omitempty"`
+		Devminor int64             `json:"devminor,omitempty"`
+		PAX      map[string]string `json:"pax,omitempty"`
+	}
+	view := struct {
+		Digest                  digest.Digest    `json:"digest"`
+		Size                    int              `json:"size"`
+		Version                 string           `json:"version"`
+		BuildToolIdentifier     string           `json:"buildToolIdentifier"`
+		Compression             ztoc.Compression `json:"compression"`
+		CompressedArchiveSize   int64            `json:"compressedArchiveSize"`
+		UncompressedArchiveSize int64            `json:"uncompressedArchiveSize"`
+		Spans                   []ztoc.Span      `json:"spans"`
+		Entries                 []entry          `json:"entries"`
+	}{
+		Digest: digest.FromBytes(blob), Size: len(blob), Version: z.Version, BuildToolIdentifier: z.BuildToolIdentifier,
+		Compression: z.CompressionAlgorithm, CompressedArchiveSize: z.CompressedArchiveSize,
+		UncompressedArchiveSize: z.UncompressedArchiveSize, Spans: spans, Entries: []entry{},
+	}
+	for _, f := range z.FileMetadata {
+		view.Entries = append(view.Entries, entry{f.Name, f.Type, f.UncompressedOffset, f.UncompressedSize, f.Linkname,
+			f.Mode, f.UID, f.GID, f.ModTime.UTC(), f.Devmajor, f.Devminor, f.PAXHeaders})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(view)
+}
+
+func newZtocExtractCmd() *cobra.Command {
+	var ztocPath, output string
+	cmd := &cobra.Command{
+		Use:   "extract --ztoc FILE LAYER PATH",
+		Short: "Extract one file from a layer blob through its zTOC, reading only the spans that hold it",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			z, _, err := readZtoc(ztocPath)
+			if err != nil {
+				return err
+			}
+			layer, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer layer.Close()
+			if output == "" || output == "-" {
+				// Buffered, so that nothing unverified reaches stdout.
+				data, err := z.ExtractFile(cmd.Context(), layer, args[1])
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			// Streamed to a temporary file, renamed once every span checked out.
+			tmp, err := os.CreateTemp(filepath.Dir(output), ".ztoc-extract-*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name())
+			err = z.ExtractFileTo(cmd.Context(), layer, args[1], tmp)
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			return os.Rename(tmp.Name(), output)
+		},
+	}
+	cmd.Flags().StringVar(&ztocPath, "ztoc", "", "the layer's zTOC file")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "file to write to (default stdout)")
+	_ = cmd.MarkFlagRequired("ztoc")
+	return cmd
+}
+
+func readZtoc(path string) (*ztoc.Ztoc, []byte, error) {
+	blob, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	z, err := ztoc.Unmarshal(blob)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return z, blob, nil
 }

@@ -254,8 +254,17 @@ func (d *decoder) fill() bool {
 	return false
 }
 
-// pullByte moves one input byte into the bit buffer.
+// pullByte moves at least one more input byte into the bit buffer. When
+// eight bytes are buffered it fills the bit buffer at once; that reads
+// nothing more from the source, and positions stay exact because offset()
+// counts unused whole bytes as unread.
 func (d *decoder) pullByte() error {
+	if d.iend-d.ipos >= 8 {
+		d.bitBuf |= binary.LittleEndian.Uint64(d.in[d.ipos:]) << (d.nbits & 63)
+		d.ipos += int(63-d.nbits) >> 3
+		d.nbits |= 56
+		return nil
+	}
 	if d.ipos == d.iend && !d.fill() {
 		return d.truncated()
 	}
@@ -309,17 +318,19 @@ func (d *decoder) atInputEnd() bool {
 }
 
 // slowSymbol decodes one symbol, reading input one byte at a time and only
-// as much as the code needs.
+// as much as the code needs. It consumes the code but not its extra bits.
 func (d *decoder) slowSymbol(table []uint32, tableBits uint, reason string) (uint32, error) {
 	mask := uint64(1)<<tableBits - 1
 	for {
 		e := table[d.bitBuf&mask]
-		n := uint(e & entryLenMask)
+		n := entryCodeLen(e)
 		if e&entrySub != 0 {
-			sub := (e >> 16) + uint32(d.bitBuf>>tableBits)&(1<<((e>>4)&0xf)-1)
+			sub := (e >> 16) + uint32(d.bitBuf>>tableBits)&(1<<entryCodeLen(e)-1)
 			e = table[sub]
-			n = tableBits + uint(e&entryLenMask)
+			n = tableBits + entryCodeLen(e)
 		}
+		// Bits above nbits are zero or the next input bytes; either way a
+		// code no longer than nbits was looked up correctly.
 		if n <= d.nbits {
 			if e&entryInvalid != 0 {
 				return 0, d.corrupt(reason)
@@ -332,6 +343,16 @@ func (d *decoder) slowSymbol(table []uint32, tableBits uint, reason string) (uin
 			return 0, err
 		}
 	}
+}
+
+// slowExtra reads the extra bits of a match entry returned by slowSymbol
+// and returns the length or distance.
+func (d *decoder) slowExtra(e uint32) (int, error) {
+	extra := uint(e&entryTotalMask) - entryCodeLen(e)
+	if err := d.needBits(extra); err != nil {
+		return 0, err
+	}
+	return int(e>>16) + int(d.takeBits(extra)), nil
 }
 
 func (d *decoder) readBlockHeader() error {
@@ -525,21 +546,18 @@ func (d *decoder) slowStep() (end bool, err error) {
 	case e&entryEOB != 0:
 		return true, nil
 	}
-	extra := uint(e>>4) & 0xf
-	if err := d.needBits(extra); err != nil {
+	length, err := d.slowExtra(e)
+	if err != nil {
 		return false, err
 	}
-	length := int(e>>16) + int(d.takeBits(extra))
-
 	e, err = d.slowSymbol(d.dist[:], distTableBits, "invalid distance code")
 	if err != nil {
 		return false, err
 	}
-	extra = uint(e>>4) & 0xf
-	if err := d.needBits(extra); err != nil {
+	dist, err := d.slowExtra(e)
+	if err != nil {
 		return false, err
 	}
-	dist := int(e>>16) + int(d.takeBits(extra))
 	if dist > d.wpos-d.minpos {
 		return false, d.corrupt("invalid distance too far back")
 	}
@@ -552,119 +570,130 @@ func (d *decoder) slowStep() (end bool, err error) {
 }
 
 // fastLoop decodes symbols while at least fastInMin input bytes and a
-// whole match of output room remain. Each iteration refills the bit buffer
-// to at least 56 bits, enough for a length, a distance and their extra bits
-// (at most 48 bits).
+// whole match of output room remain. Each refill brings the bit buffer to
+// at least 56 bits: enough for three literals, or for a length, a distance
+// and their extra bits (at most 48 bits).
 func (d *decoder) fastLoop() (end bool, err error) {
 	in := d.in[:d.iend]
 	out := d.out[:len(d.out)+outSlack]
 	lit, dist := d.lit, d.dist
 	ipos, wpos := d.ipos, d.wpos
+	// Only the low 6 bits of nbits count: subtracting whole entries
+	// (whose low 6 bits are the bits consumed) leaves junk above them.
 	bitBuf, nbits := d.bitBuf, d.nbits
 	inLimit := len(in) - fastInMin
 	outLimit := d.outLimit()
 	minpos := d.minpos
 
 	for ipos <= inLimit && wpos <= outLimit {
-		bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << nbits
-		ipos += int(63-nbits) >> 3
+		bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
+		ipos += 7 - int(nbits>>3&7)
 		nbits |= 56
 
 		e := lit[bitBuf&litTableMask]
-		if e&entryLit != 0 {
-			n := e & entryLenMask
-			bitBuf >>= n
-			nbits -= uint(n)
+		if int32(e) < 0 {
+			bitBuf >>= e & entryTotalMask
+			nbits -= uint(e)
 			out[wpos] = byte(e >> 16)
 			wpos++
 			e = lit[bitBuf&litTableMask]
-			if e&entryLit != 0 {
-				n := e & entryLenMask
-				bitBuf >>= n
-				nbits -= uint(n)
+			if int32(e) < 0 {
+				bitBuf >>= e & entryTotalMask
+				nbits -= uint(e)
 				out[wpos] = byte(e >> 16)
 				wpos++
-				continue
+				e = lit[bitBuf&litTableMask]
+				if int32(e) < 0 {
+					bitBuf >>= e & entryTotalMask
+					nbits -= uint(e)
+					out[wpos] = byte(e >> 16)
+					wpos++
+					continue
+				}
 			}
-			bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << nbits
-			ipos += int(63-nbits) >> 3
+			bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
+			ipos += 7 - int(nbits>>3&7)
 			nbits |= 56
 		}
 		if e&entrySub != 0 {
 			bitBuf >>= litTableBits
 			nbits -= litTableBits
-			e = lit[(e>>16)+uint32(bitBuf)&(1<<((e>>4)&0xf)-1)]
-			if e&entryLit != 0 {
-				n := e & entryLenMask
-				bitBuf >>= n
-				nbits -= uint(n)
+			e = lit[(e>>16)+uint32(bitBuf)&(1<<((e>>8)&0xf)-1)]
+			if int32(e) < 0 {
+				bitBuf >>= e & entryTotalMask
+				nbits -= uint(e)
 				out[wpos] = byte(e >> 16)
 				wpos++
 				continue
 			}
 		}
-		if e&entryLength == 0 {
+		if e&entryMatch == 0 {
 			if e&entryEOB != 0 {
-				n := e & entryLenMask
-				bitBuf >>= n
-				nbits -= uint(n)
+				bitBuf >>= e & entryTotalMask
+				nbits -= uint(e)
 				end = true
 			} else {
 				err = errInvalidLitLen
 			}
 			break
 		}
-		n := e & entryLenMask
-		bitBuf >>= n
-		nbits -= uint(n)
-		extra := (e >> 4) & 0xf
-		length := int(e>>16) + int(bitBuf&(1<<extra-1))
-		bitBuf >>= extra
-		nbits -= uint(extra)
+		// Consume code and extra bits at once; the extra bits are the
+		// consumed bits above the code.
+		v := bitBuf
+		bitBuf >>= e & entryTotalMask
+		nbits -= uint(e)
+		length := int(e>>16) + int((v&(1<<(e&entryTotalMask)-1))>>((e>>8)&0xf))
 
 		e = dist[bitBuf&distTableMask]
 		if e&entrySub != 0 {
 			bitBuf >>= distTableBits
 			nbits -= distTableBits
-			e = dist[(e>>16)+uint32(bitBuf)&(1<<((e>>4)&0xf)-1)]
+			e = dist[(e>>16)+uint32(bitBuf)&(1<<((e>>8)&0xf)-1)]
 		}
-		if e&entryDist == 0 {
+		if e&entryMatch == 0 {
 			err = errInvalidDist
 			break
 		}
-		n = e & entryLenMask
-		bitBuf >>= n
-		nbits -= uint(n)
-		extra = (e >> 4) & 0xf
-		distance := int(e>>16) + int(bitBuf&(1<<extra-1))
-		bitBuf >>= extra
-		nbits -= uint(extra)
+		v = bitBuf
+		bitBuf >>= e & entryTotalMask
+		nbits -= uint(e)
+		distance := int(e>>16) + int((v&(1<<(e&entryTotalMask)-1))>>((e>>8)&0xf))
 		if distance > wpos-minpos {
 			err = errDistTooFar
 			break
 		}
 
+		// Copy whole words; writing up to 15 bytes past the match is
+		// allowed (outSlack) and overwritten later.
 		src := wpos - distance
-		switch {
-		case distance >= 8:
-			for i := 0; i < length; i += 8 {
+		if distance >= 8 {
+			// Each word's source ends before its destination starts.
+			binary.LittleEndian.PutUint64(out[wpos:], binary.LittleEndian.Uint64(out[src:]))
+			binary.LittleEndian.PutUint64(out[wpos+8:], binary.LittleEndian.Uint64(out[src+8:]))
+			for i := 16; i < length; i += 8 {
 				binary.LittleEndian.PutUint64(out[wpos+i:], binary.LittleEndian.Uint64(out[src+i:]))
 			}
-		case distance == 1:
+		} else if distance == 1 {
 			v := uint64(out[src]) * 0x0101010101010101
 			for i := 0; i < length; i += 8 {
 				binary.LittleEndian.PutUint64(out[wpos+i:], v)
 			}
-		default:
-			for i := 0; i < length; i++ {
+		} else {
+			// Repeat the pattern byte by byte until it is a word long,
+			// then copy words from a multiple of the distance back.
+			for i := 0; i < 8; i++ {
 				out[wpos+i] = out[src+i]
+			}
+			step := distance * ((8 + distance - 1) / distance)
+			for i := 8; i < length; i += 8 {
+				binary.LittleEndian.PutUint64(out[wpos+i:], binary.LittleEndian.Uint64(out[wpos+i-step:]))
 			}
 		}
 		wpos += length
 	}
 
 	d.ipos, d.wpos = ipos, wpos
-	d.bitBuf, d.nbits = bitBuf, nbits
+	d.bitBuf, d.nbits = bitBuf, nbits&63
 	switch err {
 	case errInvalidLitLen:
 		return false, d.corrupt("invalid literal/length code")

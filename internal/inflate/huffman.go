@@ -7,22 +7,26 @@ import (
 )
 
 // A decoding table entry packs everything the decoder needs for one table
-// slot into a uint32:
+// slot into a uint32, laid out so the hot paths need few operations:
 //
-//	bits  0-3   code length to consume (for a subtable link: the primary bits)
-//	bits  4-7   extra bits following the code (for a subtable link: its index bits)
-//	bits  8-15  kind flags
-//	bits 16-31  value: literal byte, length or distance base, or subtable offset
+//	bits  0-5   bits to consume: code length plus extra bits (subtable link: the primary bits)
+//	bits  8-11  code length alone, so extra bits are (bits >> codelen) (subtable link: its index bits)
+//	bits 12-15  kind flags
+//	bits 16-30  value: literal byte, length or distance base, code-length symbol, or subtable offset
+//	bit  31     literal flag, so a literal is a negative int32
 const (
-	entryLit     = 1 << 8  // literal byte (also code-length alphabet symbols)
-	entryLength  = 1 << 9  // match length base + extra bits
-	entryEOB     = 1 << 10 // end of block
-	entrySub     = 1 << 11 // link to a subtable
-	entryDist    = 1 << 12 // distance base + extra bits
-	entryInvalid = 1 << 13 // code not in use, or symbol not allowed
+	entrySub     = 1 << 12 // link to a subtable
+	entryEOB     = 1 << 13 // end of block
+	entryInvalid = 1 << 14 // code not in use, or symbol not allowed
+	entryMatch   = 1 << 15 // match length or distance: base + extra bits
+	entryLit     = 1 << 31 // literal byte
 
-	entryLenMask = 0xf
+	entryTotalMask = 0x3f
+	entryValueMask = 0x7fff
 )
+
+// entryCodeLen returns the code length of a (non-link) entry.
+func entryCodeLen(e uint32) uint { return uint(e>>8) & 0xf }
 
 const (
 	litTableBits  = 11
@@ -48,6 +52,8 @@ const (
 type litTable [litTableSize]uint32
 type distTable [distTableSize]uint32
 
+const invalidEntry = entryInvalid | 1 | 1<<8
+
 var (
 	errOversubscribed = errors.New("over-subscribed code")
 	errIncomplete     = errors.New("incomplete code")
@@ -66,22 +72,22 @@ var (
 			if i >= 265 {
 				extra = uint32(i-261) / 4
 			}
-			s[i] = entryLength | extra<<4 | base<<16
+			s[i] = entryMatch | extra | base<<16
 			base += 1 << extra
 		}
-		s[285] = entryLength | 258<<16
+		s[285] = entryMatch | 258<<16
 		s[286] = entryInvalid
 		s[287] = entryInvalid
 		return s
 	}()
 	distSymbols = func() (s [numDistSyms]uint32) {
 		for i := 0; i < 4; i++ {
-			s[i] = entryDist | uint32(i+1)<<16
+			s[i] = entryMatch | uint32(i+1)<<16
 		}
 		for i := 4; i < 30; i++ {
 			extra := uint32(i/2 - 1)
 			base := (2+uint32(i&1))<<extra + 1
-			s[i] = entryDist | extra<<4 | base<<16
+			s[i] = entryMatch | extra | base<<16
 		}
 		s[30] = entryInvalid
 		s[31] = entryInvalid
@@ -89,7 +95,7 @@ var (
 	}()
 	codeLenSymbols = func() (s [numCLSyms]uint32) {
 		for i := range s {
-			s[i] = entryLit | uint32(i)<<16
+			s[i] = uint32(i) << 16
 		}
 		return s
 	}()
@@ -153,7 +159,7 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 	primary := 1 << tableBits
 	if maxLen == 0 {
 		for i := 0; i < primary; i++ {
-			table[i] = entryInvalid | 1
+			table[i] = invalidEntry
 		}
 		return nil
 	}
@@ -170,7 +176,7 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 			return errIncomplete
 		}
 		for i := 0; i < primary; i++ {
-			table[i] = entryInvalid | 1
+			table[i] = invalidEntry
 		}
 	}
 
@@ -200,7 +206,7 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 			// the bit buffer delivers them least significant first.
 			rev := int(bits.Reverse16(uint16(code)) >> (16 - l))
 			if l <= tableBits {
-				entry := info | uint32(l)
+				entry := info + uint32(l) | uint32(l)<<8
 				for i := rev; i < primary; i += 1 << l {
 					table[i] = entry
 				}
@@ -224,9 +230,9 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 					}
 					subPrefix, subStart, subBits = prefix, next, sb
 					next += 1 << sb
-					table[prefix] = entrySub | uint32(tableBits) | uint32(sb)<<4 | uint32(subStart)<<16
+					table[prefix] = entrySub | uint32(tableBits) | uint32(sb)<<8 | uint32(subStart)<<16
 				}
-				entry := info | uint32(l-tableBits)
+				entry := info + uint32(l-tableBits) | uint32(l-tableBits)<<8
 				for i := rev >> tableBits; i < 1<<subBits; i += 1 << (l - tableBits) {
 					table[subStart+i] = entry
 				}

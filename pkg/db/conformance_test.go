@@ -291,8 +291,8 @@ func testFindReusableZtoc(t *testing.T, s Store) {
 	layer := fakeDigest("layer")
 	want := ztocEntry(layer, 1<<22, "v1", repoA)
 	mustWrite(t, s, want,
-		ztocEntry(layer, 1<<20, "v1", repoA),             // other span size
-		ztocEntry(layer, 1<<22, "v0", repoA),             // other builder
+		ztocEntry(layer, 1<<20, "v1", repoA),               // other span size
+		ztocEntry(layer, 1<<22, "v0", repoA),               // other builder
 		ztocEntry(fakeDigest("other"), 1<<22, "v1", repoA)) // other layer
 	// An index whose original digest is the layer must never be offered.
 	mustWrite(t, s, &index.ArtifactEntry{Digest: fakeDigest("index"), Type: index.ArtifactEntryTypeIndex,

@@ -72,8 +72,8 @@ type Removal struct {
 type Backend string
 
 const (
-	BackendPostgres Backend = "postgres"
-	BackendSQLite   Backend = "sqlite"
+	BackendPostgres Backend = "postgres" // postgres:// and postgresql:// DSNs
+	BackendSQLite   Backend = "sqlite"   // sqlite:// and file: DSNs
 )
 
 // Option configures Open and Migrate.

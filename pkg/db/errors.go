@@ -91,6 +91,7 @@ func IsTransient(err error) bool {
 		errors.As(err, &netErr),
 		pgconn.Timeout(err),
 		pgconn.SafeToRetry(err),
+		errors.Is(err, pgconn.ErrConnClosed),
 		errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, io.EOF),
 		errors.Is(err, io.ErrUnexpectedEOF),
@@ -99,9 +100,7 @@ func IsTransient(err error) bool {
 		errors.Is(err, syscall.EPIPE):
 		return true
 	}
-	// pgx reports a connection it found dead as "conn closed" without a
-	// typed error.
-	return strings.Contains(err.Error(), "conn closed")
+	return false
 }
 
 // transientSQLState reports whether a Postgres SQLSTATE is worth a retry.

@@ -54,8 +54,11 @@ func Migrate(ctx context.Context, dsn string, opts ...Option) (*MigrationReport,
 		}
 	}
 	defer sqlDB.Close()
-	return migrate(ctx, sqlDB, backend, math.MaxInt64, o.logger)
+	return migrate(ctx, sqlDB, backend, maxVersion, o.logger)
 }
+
+// maxVersion stands for the newest migration.
+const maxVersion = math.MaxInt64
 
 // migrate applies the migrations up to version toVersion (tests stop short
 // of the latest to test upgrades).

@@ -107,4 +107,3 @@ func TestParseDSN(t *testing.T) {
 		}
 	}
 }
-

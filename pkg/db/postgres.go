@@ -22,6 +22,11 @@ import (
 type postgresStore struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
+
+	// lockConns are the connections holding advisory locks. Whoever removes
+	// a connection from the map (unlock or Close) owns it.
+	mu        sync.Mutex
+	lockConns map[*pgxpool.Conn]struct{}
 }
 
 var _ Store = (*postgresStore)(nil)
@@ -40,7 +45,7 @@ func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, e
 		pool.Close()
 		return nil, err
 	}
-	return &postgresStore{pool: pool, logger: o.logger}, nil
+	return &postgresStore{pool: pool, logger: o.logger, lockConns: make(map[*pgxpool.Conn]struct{})}, nil
 }
 
 // connectPostgres opens a pool and proves it can reach the server, so a bad
@@ -67,7 +72,16 @@ func connectPostgres(ctx context.Context, dsn string, o options) (*pgxpool.Pool,
 
 func (s *postgresStore) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
+// Close closes the connections that hold locks, which releases the locks,
+// then the pool; pgxpool would otherwise wait for them to be unlocked.
 func (s *postgresStore) Close() error {
+	s.mu.Lock()
+	held := s.lockConns
+	s.lockConns = map[*pgxpool.Conn]struct{}{}
+	s.mu.Unlock()
+	for conn := range held {
+		closeHijacked(conn)
+	}
 	s.pool.Close()
 	return nil
 }
@@ -86,21 +100,32 @@ func (s *postgresStore) Lock(ctx context.Context, key string) (func(), error) {
 		closeHijacked(conn)
 		return nil, fmt.Errorf("db: lock %q: %w", key, err)
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			var released bool
-			err := conn.QueryRow(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", key).Scan(&released)
-			if err != nil || !released {
-				s.logger.Warn("advisory unlock failed; closing the session to release it", "key", key, "error", err)
-				closeHijacked(conn)
-				return
-			}
-			conn.Release()
-		})
-	}, nil
+	s.mu.Lock()
+	s.lockConns[conn] = struct{}{}
+	s.mu.Unlock()
+	return func() { s.unlock(conn, key) }, nil
+}
+
+// unlock releases the advisory lock and returns its connection to the pool.
+// It does nothing the second time, or after Close.
+func (s *postgresStore) unlock(conn *pgxpool.Conn, key string) {
+	s.mu.Lock()
+	_, owned := s.lockConns[conn]
+	delete(s.lockConns, conn)
+	s.mu.Unlock()
+	if !owned {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var released bool
+	err := conn.QueryRow(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", key).Scan(&released)
+	if err != nil || !released {
+		s.logger.Warn("advisory unlock failed; closing the session to release it", "key", key, "error", err)
+		closeHijacked(conn)
+		return
+	}
+	conn.Release()
 }
 
 func closeHijacked(conn *pgxpool.Conn) {
@@ -423,6 +448,3 @@ func (s *postgresStore) RemoveImage(ctx context.Context, registry, repository, i
 	removal.sort()
 	return removal, nil
 }
-
-// maxVersion migrates to the newest migration.
-const maxVersion = int64(1<<63 - 1)

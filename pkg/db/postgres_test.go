@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -168,21 +169,33 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	}
 	defer admin.Close(ctx)
 
-	// Warm the pool so there are connections to kill.
 	for i := range 4 {
 		mustWrite(t, s, ztocEntry(fakeDigest(fmt.Sprint("layer", i)), 1<<22, "v1", repoA))
+	}
+	// Fill the pool with idle connections to kill.
+	pool := s.(*postgresStore).pool
+	var conns []*pgxpool.Conn
+	for range 3 {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
 	}
 	// Kill them mid-use too: one session sleeps in a query while it dies.
 	sleeping := make(chan error, 1)
 	go func() {
-		_, err := s.(*postgresStore).pool.Exec(ctx, "SELECT pg_sleep(5)")
+		_, err := pool.Exec(ctx, "SELECT pg_sleep(5)")
 		sleeping <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
 	var killed int
 	err = admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&killed)
-	if err != nil || killed == 0 {
+	if err != nil || killed < 3 {
 		t.Fatalf("terminated %d backends, %v", killed, err)
 	}
 	if err := <-sleeping; err == nil || !IsTransient(err) {
@@ -190,6 +203,7 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	}
 
 	var ok, transient int
+	var lastTransient error
 	for i := range 10 {
 		_, err := s.GetArtifactEntry(ctx, fakeDigest(fmt.Sprint("ztoc ", fakeDigest(fmt.Sprint("layer", i%4)), " 4194304 v1")))
 		switch {
@@ -197,6 +211,7 @@ func TestPostgresConnectionLoss(t *testing.T) {
 			ok++
 		case IsTransient(err):
 			transient++
+			lastTransient = err
 		default:
 			t.Errorf("call %d after the backends died: %v is neither success nor transient", i, err)
 		}
@@ -204,5 +219,5 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	if ok == 0 {
 		t.Errorf("the pool never recovered: %d transient errors, no success", transient)
 	}
-	t.Logf("after terminating %d backends: %d calls succeeded, %d transient errors", killed, ok, transient)
+	t.Logf("after terminating %d backends: %d calls succeeded, %d transient errors (last: %v)", killed, ok, transient, lastTransient)
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -19,7 +20,7 @@ func (s *sqliteStore) UpsertQueued(ctx context.Context, key JobKey, source, tag 
 			tag = CASE WHEN excluded.tag <> '' THEN excluded.tag ELSE j.tag END,
 			status = CASE WHEN j.status = 'failed' THEN 'queued' ELSE j.status END,
 			queued_at = CASE WHEN j.status = 'failed' THEN excluded.queued_at ELSE j.queued_at END
-		RETURNING `+jobColumns,
+		RETURNING `+strings.ReplaceAll(jobColumns, "j.", ""),
 		key.Registry, key.Repository, key.Digest, source, tag, formatTime(time.Now())))
 	if err != nil {
 		return nil, fmt.Errorf("db: queue job %s: %w", key, sqliteError(err))

@@ -146,13 +146,16 @@ func (b *IndexBuilder) BuildImage(ctx context.Context, img Image) ([]IndexWithMe
 		return nil, err
 	}
 	var builds []platformBuild
+	// Platforms may share layers; each is read once per build.
+	done := map[digest.Digest]LayerResult{}
 	for _, pm := range manifests {
-		layers, err := b.buildZtocs(ctx, pm)
+		layers, err := b.buildZtocs(ctx, pm, done)
 		if err != nil {
 			return nil, fmt.Errorf("platform %s: %w", FormatPlatform(pm.platform), err)
 		}
 		var ztocs []ocispec.Descriptor
 		for _, l := range layers {
+			done[l.Layer.Digest] = l
 			if l.Ztoc != nil {
 				ztocs = append(ztocs, *l.Ztoc)
 			}

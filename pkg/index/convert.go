@@ -78,6 +78,9 @@ func (b *IndexBuilder) convert(ctx context.Context, img Image, manifests []platf
 	}
 
 	for _, bt := range all {
+		if bt.manifest.Digest == "" {
+			return nil, fmt.Errorf("manifest %s is not listed in image %s", bt.pb.manifest.desc.Digest, img.Descriptor.Digest)
+		}
 		platform := bt.pb.manifest.platform
 		sociDesc := ocispec.Descriptor{
 			MediaType:    ocispec.MediaTypeImageManifest,

@@ -75,12 +75,17 @@ func layerCompression(mediaType string) (c ztoc.Compression, ok bool) {
 }
 
 // buildZtocs makes the zTOCs of every layer of pm, at most
-// layerConcurrency at a time. Results are in layer order.
-func (b *IndexBuilder) buildZtocs(ctx context.Context, pm platformManifest) ([]LayerResult, error) {
+// layerConcurrency at a time. Layers in done were handled for another
+// platform of the image. Results are in layer order.
+func (b *IndexBuilder) buildZtocs(ctx context.Context, pm platformManifest, done map[digest.Digest]LayerResult) ([]LayerResult, error) {
 	results := make([]LayerResult, len(pm.manifest.Layers))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(b.cfg.layerConcurrency)
 	for i, layer := range pm.manifest.Layers {
+		if res, ok := done[layer.Digest]; ok && res.Layer.MediaType == layer.MediaType && res.Layer.Size == layer.Size {
+			results[i] = res
+			continue
+		}
 		g.Go(func() error {
 			res, err := b.buildLayer(gctx, pm.platform, layer)
 			if err != nil {

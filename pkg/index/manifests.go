@@ -75,7 +75,9 @@ func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descri
 		var seen []ocispec.Platform
 	children:
 		for _, m := range idx.Manifests {
-			if m.Platform == nil || isUnknownPlatform(m.Platform) || !isImageManifest(m.MediaType) {
+			// Attestations and artifacts (such as the SOCI indexes of a
+			// converted image) are not images.
+			if m.Platform == nil || isUnknownPlatform(m.Platform) || !isImageManifest(m.MediaType) || m.ArtifactType != "" {
 				continue
 			}
 			// The first manifest of a platform wins, as in platform matching.

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/soci-indexer/soci-indexer/internal/embedded/registry"
 )
 
@@ -142,5 +144,61 @@ func TestConcurrentBuildersKeepEveryReferrer(t *testing.T) {
 	}
 	if !slices.Equal(listed, digests) {
 		t.Fatalf("referrers\n%v\nwant\n%v", listed, digests)
+	}
+}
+
+// TestReferrersGCFailureIsNotFatal pushes a second index to an image on a
+// registry with deletes disabled, through a client that does try to delete
+// the superseded referrers index: the 405 must not fail the build.
+func TestReferrersGCFailureIsNotFatal(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t, registry.Options{DisableDeletes: true})
+	setup := openRepo(t, reg, "app/gc", nil)
+	manifest := pushImage(t, setup, imageSpec{layers: mixedLayers(t, 110, false)[:1]})
+
+	var digests []string
+	for i := range 2 {
+		repo := openRepo(t, reg, "app/gc", nil)
+		repo.SkipReferrersGC = false
+		b, _ := NewIndexBuilder(repo, WithMinLayerSize(testMinLayerSize), WithBuildToolIdentifier(fmt.Sprintf("tool-%d", i)))
+		res, err := b.Build(ctx, manifest.Digest.String())
+		if err != nil {
+			t.Fatalf("build %d: %v", i, err)
+		}
+		digests = append(digests, res[0].Desc.Digest.String())
+	}
+	var listed []string
+	for _, r := range listReferrers(t, setup, manifest) {
+		listed = append(listed, r.Digest.String())
+	}
+	slices.Sort(listed)
+	slices.Sort(digests)
+	if !slices.Equal(listed, digests) {
+		t.Fatalf("referrers %v, want %v", listed, digests)
+	}
+}
+
+func TestLayerSharedByPlatformsIsReadOnce(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t, registry.Options{})
+	counter := newBlobCounter()
+	repo := openRepo(t, reg, "app/shared", counter)
+	shared := mixedLayers(t, 120, false)[0]
+	amd64 := pushImage(t, repo, imageSpec{layers: []testLayer{shared}})
+	arm64 := pushImage(t, repo, imageSpec{platform: ocispec.Platform{OS: "linux", Architecture: "arm64"}, layers: []testLayer{shared}})
+	amd64.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	arm64.Platform = &ocispec.Platform{OS: "linux", Architecture: "arm64"}
+	img := pushIndex(t, repo, []ocispec.Descriptor{amd64, arm64}, "multi")
+
+	b, _ := NewIndexBuilder(repo, WithMinLayerSize(testMinLayerSize))
+	res, err := b.Build(ctx, "multi@"+img.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].Index.Blobs[0].Digest != res[1].Index.Blobs[0].Digest {
+		t.Fatalf("results %+v", res)
+	}
+	if n := counter.getCount(shared.descriptor().Digest); n != 1 {
+		t.Fatalf("shared layer fetched %d times", n)
 	}
 }

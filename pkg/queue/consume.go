@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -137,13 +138,18 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 				break claim
 			}
 		}
-		batch, err := q.consumer.Fetch(free, jetstream.FetchMaxWait(o.fetchWait), jetstream.FetchContext(ctx))
+		fetchCtx, cancelFetch := context.WithTimeout(ctx, o.fetchWait)
+		batch, err := q.consumer.Fetch(free, jetstream.FetchContext(fetchCtx))
 		if err != nil {
+			cancelFetch()
 			for range free {
 				<-slots
 			}
 			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				return fmt.Errorf("queue: consume %s: %w", q.cfg.Consumer, err)
 			}
 			q.log.Warn("queue: fetch failed", "stream", q.cfg.Stream, "error", err)
 			select {
@@ -167,6 +173,7 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 				q.handle(handlerCtx, ctx, h, msg, o)
 			}()
 		}
+		cancelFetch()
 		for range free - used {
 			<-slots
 		}

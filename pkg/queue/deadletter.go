@@ -66,6 +66,10 @@ func (q *Queue) deadLetter(ctx context.Context, d *Delivery, reason string, caus
 	if err := d.msg.TermWithReason(truncate(reason+": "+lastErr, 256)); err != nil {
 		return fmt.Errorf("queue: term %s: %w", d.Job.Key(), err)
 	}
+	// Servers before 2.10 keep a terminated message in a work-queue stream.
+	if err := q.stream.DeleteMsg(ctx, d.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("queue: remove dead job %d from %s: %w", d.Sequence, q.cfg.Stream, err)
+	}
 	return nil
 }
 

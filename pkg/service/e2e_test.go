@@ -1,9 +1,18 @@
 package service
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 )
@@ -42,5 +51,218 @@ func TestAllInOnePushIsIndexed(t *testing.T) {
 	}
 	if entry.ArtifactType != "application/vnd.amazon.soci.index.v2+json" {
 		t.Errorf("recorded artifact type %q", entry.ArtifactType)
+	}
+}
+
+// scrape returns the server's /metrics text.
+func scrape(t *testing.T, s *Server) string {
+	t.Helper()
+	resp, err := http.Get("http://" + s.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + s.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s", path, resp.Status)
+		}
+	}
+	img := pushImage(t, s.RegistryAddr(), "metrics/app", "v1", testLayerSize, testLayerSize)
+	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "metrics/app", Digest: img.Digest.String()},
+		20*time.Second, db.JobSucceeded)
+	waitFor(t, 5*time.Second, "metrics", func() (bool, error) {
+		text := scrape(t, s)
+		for _, want := range []string{
+			`soci_indexer_jobs_total{action="push",outcome="succeeded"} 1`,
+			`soci_indexer_ztocs_total{source="built"} 2`,
+			`soci_indexer_stage_seconds_count{stage="queue_wait"}`,
+			`soci_indexer_stage_seconds_count{stage="download_build"} 1`,
+			`soci_indexer_stage_seconds_count{stage="push"} 1`,
+			`soci_indexer_layer_bytes_streamed_total`,
+			`soci_indexer_jobs_in_flight 0`,
+			`go_goroutines`,
+		} {
+			if !strings.Contains(text, want) {
+				return false, fmt.Errorf("no %q in /metrics", want)
+			}
+		}
+		return true, nil
+	})
+}
+
+// distributionEnvelope is what distribution sends for a manifest push.
+func distributionEnvelope(id, registry, repository, tag string, desc ocispec.Descriptor) []byte {
+	ev := map[string]any{
+		"id": id, "timestamp": time.Now().UTC().Format(time.RFC3339Nano), "action": "push",
+		"target": map[string]any{
+			"mediaType": desc.MediaType, "digest": desc.Digest, "size": desc.Size, "length": desc.Size,
+			"repository": repository, "tag": tag,
+			"url": "http://" + registry + "/v2/" + repository + "/manifests/" + desc.Digest.String(),
+		},
+		"request": map[string]any{"host": registry, "method": "PUT"},
+	}
+	b, _ := json.Marshal(map[string]any{"events": []any{ev}})
+	return b
+}
+
+func postEvent(t *testing.T, s *Server, body []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.Addr()+"/hooks/distribution", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/vnd.docker.distribution.events.v2+json")
+	req.Header.Set("Authorization", "Bearer "+s.WebhookSecret())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("webhook answered %s", resp.Status)
+	}
+}
+
+// TestDuplicateNotificationsGiveOneIndex: the registry's event and two
+// replays of it (new event ids) make one job run and one index.
+func TestDuplicateNotificationsGiveOneIndex(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	img := pushImage(t, s.RegistryAddr(), "dup/app", "v1", testLayerSize, testLayerSize)
+	for i := range 2 {
+		postEvent(t, s, distributionEnvelope(fmt.Sprintf("replay-%d", i), s.RegistryAddr(), "dup/app", "v1", img))
+	}
+	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "dup/app", Digest: img.Digest.String()}
+	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
+	// Give a duplicate that slipped through time to run.
+	time.Sleep(time.Second)
+	attempts, err := s.Store().Attempts(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(attempts) != 1 {
+		t.Errorf("%d attempts, want 1", len(attempts))
+	}
+	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "dup/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	socis, err := v2Index(context.Background(), repo, "v1-soci")
+	if err != nil || len(socis) != 1 {
+		t.Fatalf("v2 index: %d soci indexes, %v; want 1", len(socis), err)
+	}
+}
+
+// TestCorruptLayerIsNotRetried: the job fails once, with the reason kept,
+// and goes to the dead letters instead of being retried.
+func TestCorruptLayerIsNotRetried(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	img := pushCorruptImage(t, s.RegistryAddr(), "bad/app", "v1")
+	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "bad/app", Digest: img.Digest.String()}
+	job := waitJob(t, s.Store(), key, 20*time.Second, db.JobFailed)
+	if !strings.Contains(job.LastError, "gzip") {
+		t.Errorf("error %q does not say what is wrong", job.LastError)
+	}
+	time.Sleep(2 * cfg.RetryMax)
+	attempts, err := s.Store().Attempts(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(attempts) != 1 {
+		t.Errorf("%d attempts, want 1 (a permanent failure must not be retried)", len(attempts))
+	}
+	dead, err := s.Queue().DeadLetters(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dead[0].Job.Digest != img.Digest.String() || !strings.Contains(dead[0].LastError, "gzip") {
+		t.Errorf("dead letters: %+v", dead)
+	}
+}
+
+// TestDeleteEventRemovesArtifacts: deleting an image from the registry
+// removes its v1 and v2 SOCI artifacts through the delete event.
+func TestDeleteEventRemovesArtifacts(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	cfg.IndexVersion = "both"
+	s := startServer(t, cfg)
+	ctx := context.Background()
+	img := pushImage(t, s.RegistryAddr(), "del/app", "v1", testLayerSize, testLayerSize)
+	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "del/app", Digest: img.Digest.String()}
+	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
+	repo, err := plainRepos(t)(ctx, s.RegistryAddr(), "del/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := v1Indexes(t, s.RegistryAddr(), "del/app", img)
+	if len(v1) != 1 {
+		t.Fatalf("%d v1 indexes", len(v1))
+	}
+	if err := repo.Manifests().Delete(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the artifacts to go", func() (bool, error) {
+		if _, err := v2Index(ctx, repo, "v1-soci"); err == nil {
+			return false, errors.New("v1-soci still there")
+		}
+		if ok, _ := repo.Exists(ctx, v1[0]); ok {
+			return false, errors.New("v1 index still there")
+		}
+		if _, err := s.Store().GetArtifactEntry(ctx, v1[0].Digest.String()); err == nil {
+			return false, errors.New("v1 index still recorded")
+		}
+		return true, nil
+	})
+}
+
+// TestBackfillIndexesMissedImages: an image pushed while no notification
+// reached the service is found and indexed by the backfill; a second run
+// finds nothing to do.
+func TestBackfillIndexesMissedImages(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PlainHTTP = true
+	s := startServer(t, cfg)
+	reg := startRegistry(t, "", "") // notifications go nowhere
+	img := pushImage(t, reg.Addr(), "missed/app", "v1", testLayerSize, testLayerSize)
+
+	// The repository is named: the embedded registry's catalog is empty
+	// (internal/embedded/registry leaves catalog.maxentries at 0).
+	target := reg.Addr() + "/missed/app"
+	stats, err := s.Backfiller().Run(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Enqueued != 1 || stats.Repositories != 1 {
+		t.Fatalf("backfill: %+v, want one repository and one image enqueued", stats)
+	}
+	key := db.JobKey{Registry: reg.Addr(), Repository: "missed/app", Digest: img.Digest.String()}
+	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
+
+	stats, err = s.Backfiller().Run(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Enqueued != 0 || stats.Indexed < 2 { // the image and its v2 index
+		t.Errorf("second backfill: %+v, want nothing enqueued", stats)
 	}
 }

@@ -19,8 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/spf13/pflag"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/pflag"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 
@@ -229,7 +229,13 @@ func newTestQueue(t *testing.T, cfg config.Config) (*queue.Queue, *nats.Conn) {
 // newSQLite opens a SQLite store in a temporary directory.
 func newSQLite(t *testing.T) Store {
 	t.Helper()
-	store, err := db.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "indexer.db"))
+	return openStore(t, "sqlite://"+filepath.Join(t.TempDir(), "indexer.db"))
+}
+
+// openStore opens the store dsn names until the test ends.
+func openStore(t *testing.T, dsn string) Store {
+	t.Helper()
+	store, err := db.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,3 +390,5 @@ func v2Index(ctx context.Context, repo *remote.Repository, tag string) ([]ocispe
 }
 
 func newFlagSet() *pflag.FlagSet { return pflag.NewFlagSet("test", pflag.ContinueOnError) }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

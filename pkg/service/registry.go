@@ -28,13 +28,23 @@ type RegistryOptions struct {
 	CAFile string
 	// UserAgent sent with every request.
 	UserAgent string
+	// Transport replaces the base HTTP transport (default: a clone of
+	// http.DefaultTransport with CAFile applied).
+	Transport http.RoundTripper
 }
 
 // NewRepositoryFunc returns a RepositoryFunc whose clients share one HTTP
 // transport with retries on 5xx/429 and network errors, and one token cache.
 func NewRepositoryFunc(opts RegistryOptions) (RepositoryFunc, error) {
 	base := http.DefaultTransport.(*http.Transport).Clone()
+	var transport http.RoundTripper = base
+	if opts.Transport != nil {
+		transport = opts.Transport
+	}
 	if opts.CAFile != "" {
+		if opts.Transport != nil {
+			return nil, fmt.Errorf("registry CA file cannot be combined with a custom transport")
+		}
 		pem, err := os.ReadFile(opts.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("registry CA file: %w", err)
@@ -49,7 +59,7 @@ func NewRepositoryFunc(opts RegistryOptions) (RepositoryFunc, error) {
 		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	client := &auth.Client{
-		Client:     &http.Client{Transport: retry.NewTransport(base)},
+		Client:     &http.Client{Transport: retry.NewTransport(transport)},
 		Cache:      auth.NewCache(),
 		Credential: opts.Credential,
 	}

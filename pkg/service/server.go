@@ -144,7 +144,10 @@ func (s *Server) connect(ctx context.Context) error {
 	if s.queue, err = queue.New(ctx, js, QueueConfig(s.cfg), queue.WithLogger(s.log)); err != nil {
 		return err
 	}
-	if s.store, err = db.Open(ctx, s.dsn, db.WithLogger(s.log)); err != nil {
+	// Every held lock pins a connection: a job holds its own lock and the
+	// builder's referrers lock while its layers query the database.
+	conns := int32(s.cfg.Workers*(2+s.cfg.LayerConcurrency) + 4)
+	if s.store, err = db.Open(ctx, s.dsn, db.WithLogger(s.log), db.WithMaxConns(conns)); err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
 	return nil

@@ -44,6 +44,7 @@ type Worker struct {
 	optionsHash string
 	name        string
 	jobTimeout  time.Duration
+	lockWait    time.Duration
 	metrics     *Metrics
 	log         *slog.Logger
 }
@@ -83,6 +84,12 @@ func WithJobTimeout(d time.Duration) WorkerOption {
 	return func(w *Worker) { w.jobTimeout = d }
 }
 
+// WithLockWait bounds the wait for another worker busy with the same
+// image (default 10m); past it the job is retried later.
+func WithLockWait(d time.Duration) WorkerOption {
+	return func(w *Worker) { w.lockWait = d }
+}
+
 // WithMetrics records the worker's metrics in m.
 func WithMetrics(m *Metrics) WorkerOption {
 	return func(w *Worker) { w.metrics = m }
@@ -103,6 +110,7 @@ func NewWorker(repos RepositoryFunc, store Store, opts ...WorkerOption) *Worker 
 		versions:   index.V2,
 		name:       fmt.Sprintf("%s:%d", host, os.Getpid()),
 		jobTimeout: 30 * time.Minute,
+		lockWait:   10 * time.Minute,
 		log:        slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
@@ -167,12 +175,37 @@ func (w *Worker) Process(ctx context.Context, job queue.Job, final bool) error {
 	switch outcome {
 	case OutcomeRetried:
 		log.Warn("job failed, will retry", "error", err)
+		if db.IsTransient(err) {
+			w.waitForStore(ctx, log)
+		}
 		return err
 	case OutcomeFailed:
 		log.Error("job failed", "error", err)
 		return queue.Permanent(err)
 	}
 	return nil
+}
+
+// waitForStore waits, for a while, until the database answers again, so
+// that a retry does not spend a delivery on an outage; pinging also drops
+// the pool's dead connections.
+func (w *Worker) waitForStore(ctx context.Context, log *slog.Logger) {
+	delay := 100 * time.Millisecond
+	for range 8 {
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := w.store.Ping(pingCtx)
+		cancel()
+		if err == nil {
+			return
+		}
+		log.Debug("database unavailable", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // processPush indexes the image a push event names.
@@ -210,11 +243,26 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 	rec := jobRecorder{store: w.store, key: key, log: log}
 	// One worker per image at a time: a duplicate delivery waits, then finds
 	// the image indexed. The referrers lock the builder takes is another key.
-	unlock, err := w.store.Lock(ctx, "job/"+key.String())
+	lockCtx, cancelLock := context.WithTimeout(ctx, w.lockWait)
+	unlock, err := w.store.Lock(lockCtx, "job/"+key.String())
+	cancelLock()
 	if err != nil {
-		return w.transientOrFailed(err, final)
+		// A worker that hangs holding the image (not one that died: its
+		// lock goes with its session) must not hold this job forever.
+		return w.transientOrFailed(fmt.Errorf("wait for another worker on this image: %w", err), final)
 	}
 	defer unlock()
+	// Before Start, which marks the job running: a job already indexed
+	// keeps its record as it is.
+	hash := w.optionsHashFor(job.Tag)
+	indexed, err := w.store.IsIndexed(ctx, key, hash)
+	if err != nil {
+		return w.transientOrFailed(fmt.Errorf("check index state: %w", err), final)
+	}
+	if indexed {
+		log.Info("job skipped: already indexed with the same options")
+		return OutcomeSkipped, nil
+	}
 	if _, err := w.store.Start(ctx, key, w.name); err != nil {
 		return w.transientOrFailed(fmt.Errorf("record job start: %w", err), final)
 	}
@@ -225,14 +273,6 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 		// A v2 index needs a tag. Untagged manifests are the platform
 		// children of an image index, which is indexed through its own event.
 		return rec.skip(ctx, "untagged manifest: a v2 index needs a tag (multi-platform images are indexed through their image index)")
-	}
-	hash := w.optionsHashFor(job.Tag)
-	indexed, err := w.store.IsIndexed(ctx, key, hash)
-	if err != nil {
-		return rec.fail(ctx, fmt.Errorf("check index state: %w", err), final)
-	}
-	if indexed {
-		return rec.skip(ctx, "already indexed with the same options")
 	}
 
 	var (

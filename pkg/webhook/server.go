@@ -21,6 +21,7 @@ import (
 // is used instead of s.Listen. On return, in-flight requests have been
 // answered and the NATS connection drained.
 func Serve(ctx context.Context, s Settings, ln net.Listener, log *slog.Logger) error {
+	s.applyDefaultToken()
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return errors.New("webhook: tls-cert and tls-key go together")
 	}

@@ -21,8 +21,8 @@ import (
 const (
 	compressedChunkSize   = 256 << 10
 	compressedQueueDepth  = 8
-	uncompressedChunkSize = 1 << 20
-	uncompressedQueueDep  = 4
+	uncompressedChunkSize = 256 << 10
+	uncompressedQueueDep  = 8
 )
 
 // BuildOption configures Build.
@@ -99,11 +99,15 @@ func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, erro
 		spanSize:       DefaultSpanSize,
 		toolIdentifier: DefaultBuildToolIdentifier,
 		compression:    Gzip,
-		progress:       func(int64) {},
-		logger:         slog.New(slog.DiscardHandler),
 	}
 	for _, opt := range opts {
 		opt(&cfg)
+	}
+	if cfg.progress == nil {
+		cfg.progress = func(int64) {}
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.spanSize < 0 || cfg.spanSize == 0 && cfg.compression == Uncompressed {
 		return nil, fmt.Errorf("build ztoc: %w: %d", ErrInvalidSpanSize, cfg.spanSize)

@@ -91,20 +91,32 @@ func (z *Ztoc) ReadSpan(ctx context.Context, layer io.ReaderAt, id SpanID) ([]by
 // matches the TOC name exactly, or else after cleaning ("./a/b" and "a/b"
 // are the same file).
 func (z *Ztoc) ExtractFile(ctx context.Context, layer io.ReaderAt, name string) ([]byte, error) {
+	var buf bytes.Buffer
+	if f, err := z.Lookup(name); err == nil {
+		buf.Grow(int(min(f.UncompressedSize, 64<<20)))
+	}
+	if err := z.ExtractFileTo(ctx, layer, name, &buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ExtractFileTo is ExtractFile streaming to w, for files too large to hold
+// in memory. w receives data before the digest of the last span it came
+// from is checked: on error, discard what was written.
+func (z *Ztoc) ExtractFileTo(ctx context.Context, layer io.ReaderAt, name string, w io.Writer) error {
 	f, err := z.Lookup(name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	zi, err := z.zinfo()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(min(f.UncompressedSize, 64<<20)))
-	if err := z.extract(ctx, zi, layer, f.UncompressedOffset, f.UncompressedSize, &buf); err != nil {
-		return nil, fmt.Errorf("extract %s: %w", name, err)
+	if err := z.extract(ctx, zi, layer, f.UncompressedOffset, f.UncompressedSize, w); err != nil {
+		return fmt.Errorf("extract %s: %w", name, err)
 	}
-	return buf.Bytes(), nil
+	return nil
 }
 
 // Lookup returns the TOC entry called name (see ExtractFile).
@@ -237,8 +249,12 @@ func (v *spanVerifier) hash(b []byte) error {
 	return nil
 }
 
-// explain prefers a span mismatch over the decoding error it caused.
+// explain prefers a span mismatch over the decoding error it caused: after
+// a decoding error it reads the rest of the spans to check their digests.
 func (v *spanVerifier) explain(err error) error {
+	if v.err == nil {
+		_, _ = io.Copy(io.Discard, v)
+	}
 	if v.err != nil {
 		return v.err
 	}

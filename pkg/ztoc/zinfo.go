@@ -28,6 +28,22 @@ type Checkpoint struct {
 	Window []byte
 }
 
+// GzipCheckpoints decodes the checkpoints of a gzip zTOC, with the span size
+// recorded in the blob. The windows alias c.Checkpoints.
+func (c *CompressionInfo) GzipCheckpoints() (checkpoints []Checkpoint, spanSize int64, err error) {
+	if c.CompressionAlgorithm != Gzip && c.CompressionAlgorithm != "" {
+		return nil, 0, fmt.Errorf("%w: %s layers have no gzip checkpoints", ErrInvalidZtoc, c.CompressionAlgorithm)
+	}
+	g, err := decodeGzipZinfo(c.Checkpoints)
+	if err != nil {
+		return nil, 0, err
+	}
+	for id := range SpanID(g.count()) {
+		checkpoints = append(checkpoints, g.checkpoint(id))
+	}
+	return checkpoints, g.spanSize, nil
+}
+
 // zinfo is the span geometry of one layer, decoded from the checkpoints
 // field (soci-format.md sections 3.5 and 4).
 type zinfo interface {

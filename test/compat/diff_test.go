@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	sociztoc "github.com/awslabs/soci-snapshotter/ztoc"
+	sociflatbuf "github.com/awslabs/soci-snapshotter/ztoc/fbs/ztoc"
 )
 
 // Layout of soci's gzip zinfo blob (soci-format.md 3.4).
@@ -143,6 +144,15 @@ func diffZtocs(want, got []byte) string {
 		}
 	}
 
+	// soci's decoder turns an empty or unparsable mod_time into the zero
+	// time, so the text itself is compared on the raw flatbuffers.
+	wantTimes, gotTimes := rawModTimes(want), rawModTimes(got)
+	for i := range min(len(wantTimes), len(gotTimes)) {
+		if wantTimes[i] != gotTimes[i] {
+			add("toc[%d] (flatbuffer order) mod_time text: soci %q, ours %q", i, wantTimes[i], gotTimes[i])
+		}
+	}
+
 	if len(lines) == 0 {
 		return "every decoded field is equal: the flatbuffer layout (builder call order) differs"
 	}
@@ -177,4 +187,20 @@ func diffCheckpoints(w, g *sociztoc.Ztoc, add func(string, ...any)) {
 			add("checkpoint %d: window soci %x, ours %x", i, sha256.Sum256(a.window), sha256.Sum256(b.window))
 		}
 	}
+}
+
+// rawModTimes returns the mod_time strings of the TOC entries as stored.
+func rawModTimes(b []byte) []string {
+	toc := sociflatbuf.GetRootAsZtoc(b, 0).Toc(nil)
+	if toc == nil {
+		return nil
+	}
+	var entry sociflatbuf.FileMetadata
+	times := make([]string, toc.MetadataLength())
+	for i := range times {
+		if toc.Metadata(&entry, i) {
+			times[i] = string(entry.ModTime())
+		}
+	}
+	return times
 }

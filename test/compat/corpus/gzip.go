@@ -38,7 +38,10 @@ func goGzip(level int, hdr gzip.Header) compressor {
 func goGzipFlushEvery(interval int) compressor {
 	return func(_ context.Context, dst, src string) error {
 		return compressWithGo(dst, src, func(w io.Writer) (*gzip.Writer, error) {
-			zw := gzip.NewWriter(w)
+			zw, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
+			if err != nil {
+				return nil, err
+			}
 			return zw, zw.Flush()
 		}, interval)
 	}
@@ -119,7 +122,7 @@ func handmadeFHCRC(_ context.Context, dst, src string) error {
 // block boundaries) and writes each part as its own gzip member, like
 // parallel compressors do. Empty parts make empty members. The first member
 // carries a file name so its header is longer than 10 bytes.
-func members(cuts ...float64) compressor {
+func members(level int, cuts ...float64) compressor {
 	return func(_ context.Context, dst, src string) error {
 		data, err := os.ReadFile(src)
 		if err != nil {
@@ -129,7 +132,7 @@ func members(cuts ...float64) compressor {
 		prev := 0
 		for i, cut := range append(cuts, 1) {
 			end := int(float64(len(data)) * cut)
-			zw, err := gzip.NewWriterLevel(&out, gzip.DefaultCompression)
+			zw, err := gzip.NewWriterLevel(&out, level)
 			if err != nil {
 				return fmt.Errorf("gzip writer: %w", err)
 			}

@@ -19,15 +19,19 @@ var errLimitReached = errors.New("tree tar: data limit reached")
 // WriteTreeTar writes a tar of the files under roots to w, as a real layer
 // built from a root file system would look: directories, regular files,
 // symlinks and, for files with several links, hard links. Roots are walked in
-// lexical order, so the same machine gives the same archive. Writing stops
-// after the first file that brings the total of regular-file data to at least
-// limit bytes (limit <= 0 means no limit). Unreadable entries and sockets are
-// skipped, because a layer builder would not see them either. It returns the
-// number of regular-file data bytes written.
-func WriteTreeTar(ctx context.Context, w io.Writer, roots []string, limit int64) (int64, error) {
+// lexical order, so the same machine gives the same archive. Each root
+// contributes files until its regular-file data reaches limitPerRoot bytes
+// (<= 0 means no limit), so a few roots give a mix of binaries, libraries
+// and text. Unreadable entries and sockets are skipped, because a layer
+// builder would not see them either. It returns the number of regular-file
+// data bytes written.
+func WriteTreeTar(ctx context.Context, w io.Writer, roots []string, limitPerRoot int64) (int64, error) {
 	tw := tar.NewWriter(w)
-	tree := treeWriter{tw: tw, limit: limit, links: make(map[fileID]string)}
+	tree := treeWriter{tw: tw, limit: limitPerRoot, links: make(map[fileID]string)}
+	var total int64
 	for _, root := range roots {
+		total += tree.written
+		tree.written = 0
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				// Permission problems below a root are skipped, as a builder
@@ -42,17 +46,15 @@ func WriteTreeTar(ctx context.Context, w io.Writer, roots []string, limit int64)
 			}
 			return tree.add(path, d)
 		})
-		if errors.Is(err, errLimitReached) {
-			break
-		}
-		if err != nil {
-			return tree.written, fmt.Errorf("walk %s: %w", root, err)
+		if err != nil && !errors.Is(err, errLimitReached) {
+			return total + tree.written, fmt.Errorf("walk %s: %w", root, err)
 		}
 	}
+	total += tree.written
 	if err := tw.Close(); err != nil {
-		return tree.written, fmt.Errorf("close tar: %w", err)
+		return total, fmt.Errorf("close tar: %w", err)
 	}
-	return tree.written, nil
+	return total, nil
 }
 
 // fileID identifies an inode, to turn repeated links into tar hard links.
@@ -62,8 +64,8 @@ type fileID struct {
 
 type treeWriter struct {
 	tw      *tar.Writer
-	limit   int64
-	written int64
+	limit   int64             // per root
+	written int64             // by the current root
 	links   map[fileID]string // first tar name of each multiply-linked inode
 }
 

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// runZtoc runs "indexer ztoc ARGS..." in-process and returns its stdout.
+func runZtoc(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newZtocCmd()
+	var stdout, stderr bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return stdout.String(), err
+}
+
+func writeTestLayers(t *testing.T) (dir string, files map[string][]byte) {
+	t.Helper()
+	files = map[string][]byte{
+		"etc/hostname":  []byte("indexer\n"),
+		"usr/lib/large": bytes.Repeat([]byte("0123456789abcdef soci span "), 200000),
+		"empty":         nil,
+	}
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	for _, name := range []string{"etc/hostname", "usr/lib/large", "empty"} {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(files[name])), Mode: 0o644})
+		tw.Write(files[name])
+	}
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw.Bytes())
+	zw.Close()
+	dir = t.TempDir()
+	os.WriteFile(filepath.Join(dir, "layer.tar"), raw.Bytes(), 0o644)
+	os.WriteFile(filepath.Join(dir, "layer.tar.gz"), gz.Bytes(), 0o644)
+	os.WriteFile(filepath.Join(dir, "layer.tar.zst"), []byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0}, 0o644)
+	return dir, files
+}
+
+func TestZtocCommands(t *testing.T) {
+	dir, files := writeTestLayers(t)
+	for _, tc := range []struct{ layer, compression string }{
+		{"layer.tar.gz", "gzip"},
+		{"layer.tar", "uncompressed"},
+	} {
+		t.Run(tc.compression, func(t *testing.T) {
+			layer := filepath.Join(dir, tc.layer)
+			out, err := runZtoc(t, "create", layer, "--span-size", "65536")
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob, err := os.ReadFile(layer + ".ztoc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			layerBlob, _ := os.ReadFile(layer)
+			if !strings.Contains(out, digest.FromBytes(blob).String()) ||
+				!strings.Contains(out, digest.FromBytes(layerBlob).String()) || !strings.Contains(out, tc.compression) {
+				t.Errorf("create printed %q", out)
+			}
+
+			out, err = runZtoc(t, "info", layer+".ztoc", "--json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info struct {
+				Compression string `json:"compression"`
+				Spans       []any  `json:"spans"`
+				Entries     []struct {
+					Name string `json:"name"`
+					Size int64  `json:"size"`
+				} `json:"entries"`
+			}
+			if err := json.Unmarshal([]byte(out), &info); err != nil {
+				t.Fatal(err)
+			}
+			if info.Compression != tc.compression || len(info.Entries) != 3 || len(info.Spans) < 2 {
+				t.Errorf("info: %+v", info)
+			}
+			if out, err := runZtoc(t, "info", layer+".ztoc"); err != nil || !strings.Contains(out, "usr/lib/large") {
+				t.Errorf("info listing: %v\n%s", err, out)
+			}
+
+			for name, want := range files {
+				got, err := runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, name)
+				if err != nil || got != string(want) {
+					t.Errorf("extract %s: %v (%d bytes, want %d)", name, err, len(got), len(want))
+				}
+			}
+			target := filepath.Join(dir, "out")
+			if _, err := runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, "etc/hostname", "-o", target); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(target); string(got) != "indexer\n" {
+				t.Errorf("extract -o wrote %q", got)
+			}
+		})
+	}
+}
+
+func TestZtocCommandErrors(t *testing.T) {
+	dir, _ := writeTestLayers(t)
+	for _, args := range [][]string{
+		{"create", filepath.Join(dir, "layer.tar.zst")},
+		{"create", "-"},
+		{"create", filepath.Join(dir, "missing")},
+		{"create", filepath.Join(dir, "layer.tar"), "--gzip", "-o", filepath.Join(dir, "x")},
+		{"create", filepath.Join(dir, "layer.tar"), "--uncompressed", "--span-size", "0", "-o", filepath.Join(dir, "x")},
+		{"info", filepath.Join(dir, "layer.tar")},
+		{"extract", filepath.Join(dir, "layer.tar"), "etc/hostname"},
+	} {
+		if _, err := runZtoc(t, args...); err == nil {
+			t.Errorf("ztoc %v: no error", args)
+		}
+	}
+}

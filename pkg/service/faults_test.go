@@ -1,0 +1,287 @@
+package service
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/index"
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
+)
+
+// layerGate is an HTTP transport that holds every layer download (a blob
+// GET larger than minSize) until released or the request is cancelled.
+type layerGate struct {
+	base     http.RoundTripper
+	minSize  int64
+	entered  chan struct{}
+	once     sync.Once
+	release  chan struct{}
+	delay    time.Duration
+	inFlight atomic.Int32
+}
+
+func newLayerGate(delay time.Duration) *layerGate {
+	return &layerGate{base: http.DefaultTransport, minSize: 64 << 10, entered: make(chan struct{}),
+		release: make(chan struct{}), delay: delay}
+}
+
+func (g *layerGate) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/blobs/sha256:") {
+		return g.base.RoundTrip(req)
+	}
+	resp, err := g.base.RoundTrip(req)
+	if err != nil || resp.ContentLength < g.minSize {
+		return resp, err
+	}
+	g.inFlight.Add(1)
+	defer g.inFlight.Add(-1)
+	g.once.Do(func() { close(g.entered) })
+	timer := time.NewTimer(g.delay)
+	defer timer.Stop()
+	select {
+	case <-g.release:
+	case <-timer.C:
+	case <-req.Context().Done():
+		resp.Body.Close()
+		return nil, req.Context().Err()
+	}
+	return resp, nil
+}
+
+// TestKilledWorkerJobIsRedelivered: a worker that dies in the middle of a
+// layer (its connection gone, no ack, no nak) has its job redelivered to
+// another worker after the ack wait, and finished.
+func TestKilledWorkerJobIsRedelivered(t *testing.T) {
+	ns := newEmbeddedNATS(t)
+	cfg := testConfig(t)
+	cfg.NATSURL = ns.ClientURL()
+	cfg.AckWait = 2 * time.Second
+	reg := startRegistry(t, "", "")
+	// Each worker has its own store on the same database, as two processes
+	// would: the locks of the one that dies do not bind the other.
+	dsn := "sqlite://" + filepath.Join(t.TempDir(), "indexer.db")
+	store, doomedStore := openStore(t, dsn), openStore(t, dsn)
+	img := pushImage(t, reg.Addr(), "kill/app", "v1", testLayerSize, testLayerSize)
+
+	gate := newLayerGate(time.Hour)
+	stuckRepos, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }, Transport: gate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildOpts := WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0))
+	doomed := NewWorker(stuckRepos, doomedStore, buildOpts, WithWorkerName("doomed"), WithLogger(testLogger(t)))
+	healthy := NewWorker(plainRepos(t), store, buildOpts, WithWorkerName("healthy"), WithLogger(testLogger(t)))
+
+	qDoomed, ncDoomed := newTestQueue(t, cfg)
+	doomedCtx, cancelDoomed := context.WithCancel(context.Background())
+	defer cancelDoomed()
+	go func() {
+		_ = qDoomed.Consume(doomedCtx, doomed.Handle, queue.WithFetchWait(200*time.Millisecond),
+			queue.WithDrainTimeout(100*time.Millisecond))
+	}()
+
+	if _, err := qDoomed.Publish(context.Background(), pushJob(reg.Addr(), "kill/app", "v1", img)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gate.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the doomed worker never started a layer")
+	}
+	// Kill: the connection goes, and with it every ack, nak and progress
+	// signal. The handler stays stuck in the layer like a frozen process.
+	ncDoomed.Close()
+
+	qHealthy, _ := newTestQueue(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- qHealthy.Consume(ctx, healthy.Handle, queue.WithFetchWait(200*time.Millisecond)) }()
+	defer func() { cancel(); <-done }()
+
+	key := db.JobKey{Registry: reg.Addr(), Repository: "kill/app", Digest: img.Digest.String()}
+	job := waitJob(t, store, key, 30*time.Second, db.JobSucceeded)
+	if job.Worker != "healthy" {
+		t.Errorf("job finished by %q, want the healthy worker", job.Worker)
+	}
+	attempts, err := store.Attempts(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(attempts) != 2 {
+		t.Errorf("%d attempts, want 2 (the killed one and the redelivery)", len(attempts))
+	}
+	repo, err := plainRepos(t)(context.Background(), reg.Addr(), "kill/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if socis, err := v2Index(context.Background(), repo, "v1-soci"); err != nil || len(socis) != 1 {
+		t.Errorf("v2 index after the redelivery: %d, %v", len(socis), err)
+	}
+}
+
+// TestPostgresConnectionLoss: the database's connections are killed again
+// and again while images are indexed (registry → webhook → the machine's
+// NATS → workers → Postgres). Jobs that hit it are retried; none is lost.
+func TestPostgresConnectionLoss(t *testing.T) {
+	cfg := testConfig(t)
+	useMachineNATS(t, &cfg)
+	dsn, dbName := postgresDSN(t)
+	cfg.DatabaseURL = dsn
+	cfg.Webhook = true
+	cfg.WebhookSecret = "test-secret"
+	cfg.RegistryListen = "127.0.0.1:0"
+	cfg.Workers = 2
+	s := startServer(t, cfg)
+
+	// Three outages while the images are pushed and indexed, as a restart
+	// or a failover would cause.
+	stop := make(chan struct{})
+	var killed atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range 3 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(600 * time.Millisecond):
+				killed.Add(int64(terminateConnections(t, dbName)))
+			}
+		}
+	})
+	const images = 4
+	var keys []db.JobKey
+	for i := range images {
+		img := pushImage(t, s.RegistryAddr(), "pg/app", "v"+string(rune('1'+i)), testLayerSize, testLayerSize)
+		keys = append(keys, db.JobKey{Registry: s.RegistryAddr(), Repository: "pg/app", Digest: img.Digest.String()})
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	if killed.Load() == 0 {
+		t.Fatal("no connection was killed: the test tested nothing")
+	}
+	t.Logf("%d database connections killed", killed.Load())
+	for _, key := range keys {
+		waitJob(t, s.Store(), key, 60*time.Second, db.JobSucceeded)
+	}
+	stats, err := s.Queue().Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.DeadLetters != 0 {
+		t.Errorf("%d dead letters, want none", stats.DeadLetters)
+	}
+	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "pg/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range images {
+		if _, err := v2Index(context.Background(), repo, "v"+string(rune('1'+i))+"-soci"); err != nil {
+			t.Errorf("image %d: %v", i, err)
+		}
+	}
+}
+
+// TestShutdownDrains: cancelling the server while a job runs lets the job
+// finish within the grace period, then Run returns.
+func TestShutdownDrains(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	cfg.ShutdownGrace = 10 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := Start(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	gate := newLayerGate(1500 * time.Millisecond)
+	slow, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: s.plainHTTP, Transport: gate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.worker.repos = slow
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	img := pushImage(t, s.RegistryAddr(), "drain/app", "v1", testLayerSize, testLayerSize)
+	select {
+	case <-gate.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job never started a layer")
+	}
+	cancel()
+	start := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
+		t.Fatal("Run did not return within the grace period")
+	}
+	t.Logf("drained in %s", time.Since(start))
+	job, err := s.Store().Get(context.Background(), db.JobKey{Registry: s.RegistryAddr(), Repository: "drain/app", Digest: img.Digest.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Status != db.JobSucceeded {
+		t.Errorf("job %s (%s): the running job should have finished during the drain", job.Status, job.LastError)
+	}
+}
+
+// TestShutdownPastGraceHandsJobBack: a job longer than the grace period is
+// cut short and handed back to the queue, not failed.
+func TestShutdownPastGraceHandsJobBack(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	cfg.ShutdownGrace = 500 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := Start(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	gate := newLayerGate(time.Hour)
+	stuck, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: s.plainHTTP, Transport: gate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.worker.repos = stuck
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	img := pushImage(t, s.RegistryAddr(), "cut/app", "v1", testLayerSize, testLayerSize)
+	select {
+	case <-gate.entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job never started a layer")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after the grace period")
+	}
+	job, err := s.Store().Get(context.Background(), db.JobKey{Registry: s.RegistryAddr(), Repository: "cut/app", Digest: img.Digest.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Status == db.JobFailed {
+		t.Errorf("job failed (%s); a job cut short by shutdown must stay retryable", job.LastError)
+	}
+	stats, err := s.Queue().Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Messages != 1 || stats.DeadLetters != 0 {
+		t.Errorf("queue holds %d jobs and %d dead letters, want the job back in the queue", stats.Messages, stats.DeadLetters)
+	}
+}
