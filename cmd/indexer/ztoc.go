@@ -56,7 +56,7 @@ func newZtocCreateCmd() *cobra.Command {
 				}
 				output = layerPath + ".ztoc"
 			}
-			in, size, err := openLayer(layerPath)
+			in, size, err := openZtocLayer(layerPath)
 			if err != nil {
 				return err
 			}
@@ -68,7 +68,7 @@ func newZtocCreateCmd() *cobra.Command {
 			case uncompressed:
 				compression = ztoc.Uncompressed
 			case !gzipLayer:
-				if compression, err = detectCompression(r); err != nil {
+				if compression, err = detectLayerCompression(r); err != nil {
 					return fmt.Errorf("%s: %w", layerPath, err)
 				}
 			}
@@ -83,7 +83,7 @@ func newZtocCreateCmd() *cobra.Command {
 			if f, ok := cmd.ErrOrStderr().(*os.File); ok && term.IsTerminal(int(f.Fd())) && (size < 0 || size >= 64<<20) {
 				var read atomic.Int64
 				opts = append(opts, ztoc.WithProgress(read.Store))
-				stopProgress = showProgress(f, &read, size)
+				stopProgress = showZtocProgress(f, &read, size)
 			}
 			res, err := ztoc.Build(cmd.Context(), r, opts...)
 			stopProgress()
@@ -112,8 +112,8 @@ func newZtocCreateCmd() *cobra.Command {
 	return cmd
 }
 
-// openLayer opens a layer file, or stdin for "-". size is -1 when unknown.
-func openLayer(path string) (io.ReadCloser, int64, error) {
+// openZtocLayer opens a layer file, or stdin for "-". size is -1 when unknown.
+func openZtocLayer(path string) (io.ReadCloser, int64, error) {
 	if path == "-" {
 		return io.NopCloser(os.Stdin), -1, nil
 	}
@@ -129,8 +129,8 @@ func openLayer(path string) (io.ReadCloser, int64, error) {
 	return f, st.Size(), nil
 }
 
-// detectCompression looks at the magic number of a layer.
-func detectCompression(r *bufio.Reader) (ztoc.Compression, error) {
+// detectLayerCompression looks at the magic number of a layer.
+func detectLayerCompression(r *bufio.Reader) (ztoc.Compression, error) {
 	magic, err := r.Peek(4)
 	if err != nil && err != io.EOF {
 		return "", err
@@ -144,8 +144,8 @@ func detectCompression(r *bufio.Reader) (ztoc.Compression, error) {
 	return ztoc.Uncompressed, nil
 }
 
-// showProgress redraws a progress line on a terminal until stopped.
-func showProgress(w io.Writer, read *atomic.Int64, size int64) (stop func()) {
+// showZtocProgress redraws a progress line on a terminal until stopped.
+func showZtocProgress(w io.Writer, read *atomic.Int64, size int64) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {

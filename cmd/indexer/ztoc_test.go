@@ -26,7 +26,7 @@ func runZtoc(t *testing.T, args ...string) (string, error) {
 	return stdout.String(), err
 }
 
-func writeTestLayers(t *testing.T) (dir string, files map[string][]byte) {
+func writeZtocTestLayers(t *testing.T) (dir string, files map[string][]byte) {
 	t.Helper()
 	files = map[string][]byte{
 		"etc/hostname":  []byte("indexer\n"),
@@ -52,7 +52,7 @@ func writeTestLayers(t *testing.T) (dir string, files map[string][]byte) {
 }
 
 func TestZtocCommands(t *testing.T) {
-	dir, files := writeTestLayers(t)
+	dir, files := writeZtocTestLayers(t)
 	for _, tc := range []struct{ layer, compression string }{
 		{"layer.tar.gz", "gzip"},
 		{"layer.tar", "uncompressed"},
@@ -113,7 +113,7 @@ func TestZtocCommands(t *testing.T) {
 }
 
 func TestZtocCommandErrors(t *testing.T) {
-	dir, _ := writeTestLayers(t)
+	dir, _ := writeZtocTestLayers(t)
 	for _, args := range [][]string{
 		{"create", filepath.Join(dir, "layer.tar.zst")},
 		{"create", "-"},

@@ -48,7 +48,23 @@ var fixedTime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 // until about maxBytes of file content, into a file in tmpDir ("" for the
 // system default). Unreadable files are skipped: the content is only a demo.
 func LayerFromDir(ctx context.Context, dir string, maxBytes int64, tmpDir string) (Layer, error) {
+	return UniqueLayerFromDir(ctx, dir, maxBytes, tmpDir, "")
+}
+
+// UniqueLayerFromDir is LayerFromDir with a first file naming id, so that
+// each id gives another layer digest over the same files ("" adds none).
+func UniqueLayerFromDir(ctx context.Context, dir string, maxBytes int64, tmpDir, id string) (Layer, error) {
 	return writeLayer(tmpDir, func(tw *tar.Writer) error {
+		if id != "" {
+			hdr := &tar.Header{Typeflag: tar.TypeReg, Name: ".layer-id", Mode: 0o644, Size: int64(len(id)),
+				ModTime: fixedTime, Format: tar.FormatPAX}
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if _, err := io.WriteString(tw, id); err != nil {
+				return err
+			}
+		}
 		var written int64
 		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || !d.Type().IsRegular() {
@@ -172,10 +188,19 @@ func writeLayer(tmpDir string, fill func(*tar.Writer) error) (Layer, error) {
 	return layer, nil
 }
 
+// PushOption configures Push.
+type PushOption func(*ocispec.Manifest)
+
+// WithAnnotations sets the manifest's annotations: the same layers with
+// other annotations make another image.
+func WithAnnotations(a map[string]string) PushOption {
+	return func(m *ocispec.Manifest) { m.Annotations = a }
+}
+
 // Push pushes the layers, an image config and the manifest to target, tags
 // the manifest with tag when it is not empty, and returns the manifest's
 // descriptor.
-func Push(ctx context.Context, target oras.Target, tag string, layers []Layer) (ocispec.Descriptor, error) {
+func Push(ctx context.Context, target oras.Target, tag string, layers []Layer, opts ...PushOption) (ocispec.Descriptor, error) {
 	config := ocispec.Image{
 		Created:  &fixedTime,
 		Platform: ocispec.Platform{Architecture: "amd64", OS: "linux"},
@@ -192,6 +217,9 @@ func Push(ctx context.Context, target oras.Target, tag string, layers []Layer) (
 		}
 		config.RootFS.DiffIDs = append(config.RootFS.DiffIDs, l.DiffID)
 		manifest.Layers = append(manifest.Layers, l.Descriptor)
+	}
+	for _, o := range opts {
+		o(&manifest)
 	}
 	configBytes, err := json.Marshal(config)
 	if err != nil {

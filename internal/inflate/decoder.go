@@ -592,24 +592,29 @@ func (d *decoder) fastLoop() (end bool, err error) {
 
 		e := lit[bitBuf&litTableMask]
 		if int32(e) < 0 {
+			// Up to three literals, stored with one 4-byte write.
 			bitBuf >>= e & entryTotalMask
 			nbits -= uint(e)
-			out[wpos] = byte(e >> 16)
-			wpos++
+			lits := uint32(byte(e >> 16))
 			e = lit[bitBuf&litTableMask]
-			if int32(e) < 0 {
+			if int32(e) >= 0 {
+				out[wpos] = byte(lits)
+				wpos++
+			} else {
 				bitBuf >>= e & entryTotalMask
 				nbits -= uint(e)
-				out[wpos] = byte(e >> 16)
-				wpos++
+				lits |= uint32(byte(e>>16)) << 8
 				e = lit[bitBuf&litTableMask]
 				if int32(e) < 0 {
 					bitBuf >>= e & entryTotalMask
 					nbits -= uint(e)
-					out[wpos] = byte(e >> 16)
-					wpos++
+					lits |= uint32(byte(e>>16)) << 16
+					binary.LittleEndian.PutUint32(out[wpos:], lits)
+					wpos += 3
 					continue
 				}
+				binary.LittleEndian.PutUint16(out[wpos:], uint16(lits))
+				wpos += 2
 			}
 			bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
 			ipos += 7 - int(nbits>>3&7)

@@ -1,6 +1,7 @@
 package db
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,21 +123,8 @@ func assertEntry(t *testing.T, got, want *index.ArtifactEntry) {
 
 func sortLocations(locs []index.Location) {
 	slices.SortFunc(locs, func(a, b index.Location) int {
-		if c := compareStrings(a.Registry, b.Registry); c != 0 {
-			return c
-		}
-		return compareStrings(a.Repository, b.Repository)
+		return cmp.Or(cmp.Compare(a.Registry, b.Registry), cmp.Compare(a.Repository, b.Repository))
 	})
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func testWriteAndGetArtifact(t *testing.T, s Store) {
@@ -550,6 +538,12 @@ func testJobNotFound(t *testing.T, s Store) {
 	}
 	if ok, err := s.IsIndexed(ctx, key, ""); ok || err != nil {
 		t.Errorf("IsIndexed = %v, %v; want false, nil", ok, err)
+	}
+	if _, err := s.UpsertQueued(ctx, JobKey{Registry: "reg", Repository: "repo"}, "test", ""); !errors.Is(err, ErrInvalidJobKey) {
+		t.Errorf("UpsertQueued without a digest: %v, want ErrInvalidJobKey", err)
+	}
+	if _, err := s.Start(ctx, JobKey{Repository: "repo", Digest: key.Digest}, "w"); !errors.Is(err, ErrInvalidJobKey) {
+		t.Errorf("Start without a registry: %v, want ErrInvalidJobKey", err)
 	}
 }
 

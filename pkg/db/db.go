@@ -80,8 +80,9 @@ const (
 type Option func(*options)
 
 type options struct {
-	logger   *slog.Logger
-	maxConns int32
+	logger       *slog.Logger
+	maxConns     int32
+	maxLockConns int32
 }
 
 // WithLogger sets the logger for migrations and lock diagnostics. The
@@ -90,14 +91,21 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// WithMaxConns caps the Postgres pool size (pgxpool's default otherwise).
-// Each held Lock pins one connection.
+// WithMaxConns caps the Postgres pool for queries (pgxpool's default,
+// max(4, GOMAXPROCS), otherwise).
 func WithMaxConns(n int32) Option {
 	return func(o *options) { o.maxConns = n }
 }
 
+// WithMaxLockConns caps how many Postgres locks the store holds at once
+// (default 16): each held Lock keeps one connection of a pool of its own.
+// Further Lock calls wait for a connection.
+func WithMaxLockConns(n int32) Option {
+	return func(o *options) { o.maxLockConns = n }
+}
+
 func newOptions(opts []Option) options {
-	o := options{logger: slog.New(slog.DiscardHandler)}
+	o := options{logger: slog.New(slog.DiscardHandler), maxLockConns: 16}
 	for _, opt := range opts {
 		opt(&o)
 	}

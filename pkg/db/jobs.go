@@ -2,6 +2,8 @@ package db
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -15,6 +17,16 @@ type JobKey struct {
 // String returns registry/repository@digest, which is also a good Lock key.
 func (k JobKey) String() string {
 	return k.Registry + "/" + k.Repository + "@" + k.Digest
+}
+
+// ErrInvalidJobKey is returned for a JobKey with an empty part.
+var ErrInvalidJobKey = errors.New("job key needs a registry, a repository and a digest")
+
+func (k JobKey) validate() error {
+	if k.Registry == "" || k.Repository == "" || k.Digest == "" {
+		return fmt.Errorf("db: %q: %w", k.String(), ErrInvalidJobKey)
+	}
+	return nil
 }
 
 // JobStatus is where a job stands.

@@ -31,6 +31,12 @@ type AppliedMigration struct {
 	Duration time.Duration
 }
 
+func (r *MigrationReport) log(logger *slog.Logger) {
+	for _, m := range r.Applied {
+		logger.Info("applied database migration", "backend", r.Backend, "file", m.File, "duration", m.Duration)
+	}
+}
+
 // Migrate brings the database named by dsn to the latest schema, as Open
 // does, and says what it applied.
 func Migrate(ctx context.Context, dsn string, opts ...Option) (*MigrationReport, error) {

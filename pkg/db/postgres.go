@@ -20,8 +20,11 @@ import (
 
 // postgresStore is the Store on PostgreSQL, shared by every worker.
 type postgresStore struct {
-	pool   *pgxpool.Pool
-	logger *slog.Logger
+	pool *pgxpool.Pool
+	// lockPool holds the connections of advisory locks, apart from pool so
+	// that lock holders can never starve the queries they wait to make.
+	lockPool *pgxpool.Pool
+	logger   *slog.Logger
 
 	// lockConns are the connections holding advisory locks. Whoever removes
 	// a connection from the map (unlock or Close) owns it.
@@ -37,7 +40,7 @@ func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, e
 		return nil, err
 	}
 	sqlDB := stdlib.OpenDBFromPool(pool)
-	_, err = migrate(ctx, sqlDB, BackendPostgres, maxVersion, o.logger)
+	report, err := migrate(ctx, sqlDB, BackendPostgres, maxVersion, o.logger)
 	if closeErr := sqlDB.Close(); err == nil && closeErr != nil {
 		err = fmt.Errorf("db: close migration handle: %w", closeErr)
 	}
@@ -45,7 +48,21 @@ func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, e
 		pool.Close()
 		return nil, err
 	}
-	return &postgresStore{pool: pool, logger: o.logger, lockConns: make(map[*pgxpool.Conn]struct{})}, nil
+	report.log(o.logger)
+	lockCfg := pool.Config() // a copy
+	lockCfg.MaxConns = o.maxLockConns
+	lockCfg.MinConns = 0
+	lockPool, err := pgxpool.NewWithConfig(ctx, lockCfg) // connects on first Lock
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("db: lock pool: %w", err)
+	}
+	return &postgresStore{
+		pool:      pool,
+		lockPool:  lockPool,
+		logger:    o.logger,
+		lockConns: make(map[*pgxpool.Conn]struct{}),
+	}, nil
 }
 
 // connectPostgres opens a pool and proves it can reach the server, so a bad
@@ -82,15 +99,16 @@ func (s *postgresStore) Close() error {
 	for conn := range held {
 		closeHijacked(conn)
 	}
+	s.lockPool.Close()
 	s.pool.Close()
 	return nil
 }
 
-// Lock takes a session-level advisory lock on a connection it keeps out of
-// the pool until unlock, so the lock is held exactly as long as the caller
-// wants and dies with the connection if the process does.
+// Lock takes a session-level advisory lock on a connection of the lock pool
+// that it keeps until unlock, so the lock is held exactly as long as the
+// caller wants and dies with the session if the process does.
 func (s *postgresStore) Lock(ctx context.Context, key string) (func(), error) {
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := s.lockPool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("db: lock %q: %w", key, err)
 	}

@@ -11,6 +11,9 @@ import (
 const pgJobWhere = " WHERE j.registry = $1 AND j.repository = $2 AND j.digest = $3"
 
 func (s *postgresStore) UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error) {
+	if err := key.validate(); err != nil {
+		return nil, err
+	}
 	job, err := scanJob(s.pool.QueryRow(ctx, `
 		INSERT INTO jobs AS j (registry, repository, digest, source, tag, status)
 		VALUES ($1, $2, $3, $4, $5, 'queued')
@@ -28,6 +31,9 @@ func (s *postgresStore) UpsertQueued(ctx context.Context, key JobKey, source, ta
 }
 
 func (s *postgresStore) Start(ctx context.Context, key JobKey, worker string) (int, error) {
+	if err := key.validate(); err != nil {
+		return 0, err
+	}
 	var attempt int
 	err := s.pool.QueryRow(ctx, `
 		WITH job AS (

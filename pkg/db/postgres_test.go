@@ -221,3 +221,29 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	}
 	t.Logf("after terminating %d backends: %d calls succeeded, %d transient errors (last: %v)", killed, ok, transient, lastTransient)
 }
+
+// TestPostgresLocksDoNotStarveQueries holds more locks than the query pool
+// has connections: queries must still run, and locks beyond the lock pool's
+// size wait.
+func TestPostgresLocksDoNotStarveQueries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, newPostgresDSN(t), WithMaxConns(1), WithMaxLockConns(3))
+	for i := range 3 {
+		unlock, err := s.Lock(ctx, fmt.Sprint("image ", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unlock()
+	}
+	queryCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.UpsertQueued(queryCtx, seedJob, "test", ""); err != nil {
+		t.Fatalf("query while locks are held: %v", err)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := s.Lock(waitCtx, "a fourth image"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("fourth lock with a lock pool of 3: %v, want to wait until the deadline", err)
+	}
+}

@@ -81,6 +81,57 @@ type ThroughputRow struct {
 	AvgSeconds float64 `json:"avg_seconds"`
 }
 
+// The report queries both backends share: the views have the same names and
+// columns in both dialects.
+const (
+	coverageQuery = `SELECT registry, repository, images, indexed, skipped, failed, pending
+		FROM report_coverage ORDER BY registry, repository`
+	// Latest first; NULL finished_at (not expected for a failed job) last.
+	failuresQuery = `SELECT registry, repository, digest, tag, attempts, last_error, worker, finished_at
+		FROM report_failures ORDER BY finished_at IS NULL, finished_at DESC, registry, repository, digest`
+	reuseQuery = `SELECT registry, repository, ztocs_built, ztocs_reused, bytes_built, bytes_not_rebuilt
+		FROM report_reuse ORDER BY bytes_not_rebuilt DESC, registry, repository`
+	largestQuery = `SELECT layer_digest, layer_size, ztoc_digest, ztoc_size, span_size, uses
+		FROM report_largest ORDER BY layer_size DESC, ztoc_size DESC, layer_digest, ztoc_digest`
+)
+
+// rowsOf collects report rows as a backend scans them.
+type rowsOf[T any] struct{ rows []T }
+
+func (r *rowsOf[T]) scanWith(scan func(rowScanner, *T) error) func(rowScanner) error {
+	return func(row rowScanner) error {
+		var v T
+		if err := scan(row, &v); err != nil {
+			return err
+		}
+		r.rows = append(r.rows, v)
+		return nil
+	}
+}
+
+func scanCoverage(row rowScanner, r *CoverageRow) error {
+	return row.Scan(&r.Registry, &r.Repository, &r.Images, &r.Indexed, &r.Skipped, &r.Failed, &r.Pending)
+}
+
+func scanFailure(row rowScanner, r *FailureRow) error {
+	var finished dbTime
+	err := row.Scan(&r.Registry, &r.Repository, &r.Digest, &r.Tag, &r.Attempts, &r.LastError, &r.Worker, &finished)
+	r.FinishedAt = finished.Time
+	return err
+}
+
+func scanReuse(row rowScanner, r *ReuseRow) error {
+	return row.Scan(&r.Registry, &r.Repository, &r.ZtocsBuilt, &r.ZtocsReused, &r.BytesBuilt, &r.BytesNotRebuilt)
+}
+
+func scanLargest(row rowScanner, r *LargestRow) error {
+	return row.Scan(&r.LayerDigest, &r.LayerSize, &r.ZtocDigest, &r.ZtocSize, &r.SpanSize, &r.Uses)
+}
+
+func scanThroughput(row rowScanner, r *ThroughputRow) error {
+	return row.Scan(&r.Day, &r.Finished, &r.Succeeded, &r.Skipped, &r.Failed, &r.BytesRead, &r.AvgSeconds)
+}
+
 // ReportNames are the reports RunReport knows, in the CLI's order.
 var ReportNames = []string{"coverage", "failures", "reuse", "largest", "throughput"}
 

@@ -22,7 +22,7 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z"
 // (Postgres's precision).
 func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
-func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+func formatTime(t time.Time) string { return storedTime(t).Format(timeLayout) }
 
 // dbTime scans a timestamp from either backend: time.Time from pgx, text
 // from SQLite, NULL as the zero time.

@@ -36,10 +36,12 @@ func openSQLite(ctx context.Context, dsn string, o options) (*sqliteStore, error
 	if err != nil {
 		return nil, err
 	}
-	if _, err := migrate(ctx, sqlDB, BackendSQLite, maxVersion, o.logger); err != nil {
+	report, err := migrate(ctx, sqlDB, BackendSQLite, maxVersion, o.logger)
+	if err != nil {
 		sqlDB.Close()
 		return nil, err
 	}
+	report.log(o.logger)
 	return &sqliteStore{db: sqlDB, locks: newKeyedMutex(), logger: o.logger}, nil
 }
 
@@ -133,7 +135,7 @@ func (s *sqliteStore) WriteArtifactEntries(ctx context.Context, entries []*index
 			}
 			if _, err := upsert.ExecContext(ctx, e.Digest, e.Type, e.Size, e.MediaType, e.ArtifactType,
 				e.OriginalDigest, e.ImageDigest, e.Location, e.Platform, e.SpanSize, e.BuildToolIdentifier,
-				e.BuilderVersion, formatTime(storedTime(createdAt))); err != nil {
+				e.BuilderVersion, formatTime(createdAt)); err != nil {
 				return fmt.Errorf("%s: %w", e.Digest, err)
 			}
 			for _, loc := range e.Locations {
@@ -212,10 +214,6 @@ func (s *sqliteStore) Walk(ctx context.Context, f func(*index.ArtifactEntry) err
 	}
 }
 
-func (s *sqliteStore) queryStrings(ctx context.Context, query string, args ...any) ([]string, error) {
-	return queryStrings(ctx, s.db, query, args...)
-}
-
 // queryer is a *sql.DB or *sql.Tx.
 type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -239,7 +237,7 @@ func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]
 }
 
 func (s *sqliteStore) GetArtifactEntriesByImageDigest(ctx context.Context, imageDigest string) ([]string, error) {
-	digests, err := s.queryStrings(ctx, `SELECT digest FROM artifacts
+	digests, err := queryStrings(ctx, s.db, `SELECT digest FROM artifacts
 		WHERE type = 'soci_index' AND image_digest = ? AND media_type = ? ORDER BY digest`,
 		imageDigest, ociManifestMediaType)
 	if err != nil {

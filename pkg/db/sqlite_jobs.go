@@ -12,6 +12,9 @@ import (
 const liteJobWhere = " WHERE j.registry = ? AND j.repository = ? AND j.digest = ?"
 
 func (s *sqliteStore) UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error) {
+	if err := key.validate(); err != nil {
+		return nil, err
+	}
 	job, err := scanJob(s.db.QueryRowContext(ctx, `
 		INSERT INTO jobs AS j (registry, repository, digest, source, tag, status, queued_at)
 		VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)
@@ -29,6 +32,9 @@ func (s *sqliteStore) UpsertQueued(ctx context.Context, key JobKey, source, tag 
 }
 
 func (s *sqliteStore) Start(ctx context.Context, key JobKey, worker string) (int, error) {
+	if err := key.validate(); err != nil {
+		return 0, err
+	}
 	var attempt int
 	now := formatTime(time.Now())
 	err := s.inTx(ctx, func(tx *sql.Tx) error {

@@ -22,9 +22,14 @@ const (
 	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
 )
 
-// ErrPlatformNotFound is returned when an image has no manifest for a
-// requested platform.
-var ErrPlatformNotFound = errors.New("no image manifest for platform")
+var (
+	// ErrPlatformNotFound is returned when an image has no manifest for a
+	// requested platform.
+	ErrPlatformNotFound = errors.New("no image manifest for platform")
+	// ErrNotImage is returned for a manifest that is not a container image,
+	// such as a SOCI index or another artifact: it gets no SOCI index.
+	ErrNotImage = errors.New("not an image")
+)
 
 // Repository is what the builder needs from one registry repository. An
 // oras-go *remote.Repository satisfies it; if it also implements

@@ -28,6 +28,12 @@ func pushMultiPlatform(t testing.TB, repo *remote.Repository, tag string) multiP
 		platform: ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"},
 		layers:   mixedLayers(t, 20, false)[:3],
 	})
+	return pushMultiPlatformOf(t, repo, tag, amd64, arm64, ocispec.MediaTypeImageIndex)
+}
+
+// pushMultiPlatformOf pushes an image index of the two platform manifests
+// and an attestation.
+func pushMultiPlatformOf(t testing.TB, repo *remote.Repository, tag string, amd64, arm64 ocispec.Descriptor, indexMediaType string) multiPlatform {
 	// An attestation: an in-toto config and no real layers.
 	statement := []byte(`{"_type":"https://in-toto.io/Statement/v0.1"}`)
 	stmtDesc := descriptorOf("application/vnd.in-toto+json", statement)
@@ -47,7 +53,7 @@ func pushMultiPlatform(t testing.TB, repo *remote.Repository, tag string) multiP
 	arm64.Platform = &ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
 	attDesc.Platform = &ocispec.Platform{OS: "unknown", Architecture: "unknown"}
 	attDesc.Annotations = map[string]string{"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": amd64.Digest.String()}
-	idx := pushIndex(t, repo, []ocispec.Descriptor{amd64, arm64, attDesc}, tag)
+	idx := pushIndexOf(t, repo, indexMediaType, []ocispec.Descriptor{amd64, arm64, attDesc}, tag)
 	return multiPlatform{index: idx, amd64: amd64, arm64: arm64, attestation: attDesc}
 }
 
@@ -295,5 +301,49 @@ func TestBuildUntaggedImageGetsV1Only(t *testing.T) {
 	}
 	if _, err := repo.Resolve(ctx, "named-soci"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestBuildDockerManifestList(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t, registry.Options{DisableDeletes: true})
+	repo := openRepo(t, reg, "app/dockerlist", nil)
+	amd64 := pushImage(t, repo, imageSpec{docker: true, layers: mixedLayers(t, 140, true)[:2]})
+	arm64 := pushImage(t, repo, imageSpec{docker: true, platform: ocispec.Platform{OS: "linux", Architecture: "arm64"}, layers: mixedLayers(t, 150, true)[:1]})
+	img := pushMultiPlatformOf(t, repo, "2.0", amd64, arm64, mediaTypeDockerManifestList)
+
+	b, _ := NewIndexBuilder(repo, WithIndexVersion(Both), WithMinLayerSize(testMinLayerSize))
+	res, err := b.Build(ctx, "2.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 4 {
+		t.Fatalf("%d results", len(res))
+	}
+	// v1 subjects keep the Docker manifest media type.
+	for i, m := range []ocispec.Descriptor{img.amd64, img.arm64} {
+		if s := res[i].Index.Subject; s.MediaType != mediaTypeDockerManifest || s.Digest != m.Digest {
+			t.Errorf("v1 subject %d: %+v", i, s)
+		}
+	}
+	// The v2 image is an OCI index of OCI manifests.
+	var oci ocispec.Index
+	fetchJSONT(t, repo, res[2].ImageDesc, &oci)
+	if oci.MediaType != ocispec.MediaTypeImageIndex || oci.Manifests[0].MediaType != ocispec.MediaTypeImageManifest ||
+		oci.Manifests[1].MediaType != ocispec.MediaTypeImageManifest {
+		t.Fatalf("v2 index %+v", oci)
+	}
+
+	// Converting the converted image again replaces its SOCI descriptors
+	// instead of appending: the result is the same index.
+	b2, _ := NewIndexBuilder(repo, WithIndexVersion(V2), WithMinLayerSize(testMinLayerSize), WithV2TagTemplate("{tag}-again"))
+	again, err := b2.Build(ctx, "2.0-soci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 2 || again[0].ImageDesc.Digest != res[2].ImageDesc.Digest {
+		var second ocispec.Index
+		fetchJSONT(t, repo, again[0].ImageDesc, &second)
+		t.Fatalf("reconverted index differs:\n%+v\n%+v", second.Manifests, oci.Manifests)
 	}
 }

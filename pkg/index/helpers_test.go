@@ -214,13 +214,19 @@ func pushImage(t testing.TB, repo *remote.Repository, spec imageSpec) ocispec.De
 // tags it.
 func pushIndex(t testing.TB, repo *remote.Repository, manifests []ocispec.Descriptor, tag string) ocispec.Descriptor {
 	t.Helper()
+	return pushIndexOf(t, repo, ocispec.MediaTypeImageIndex, manifests, tag)
+}
+
+// pushIndexOf pushes an image index or Docker manifest list.
+func pushIndexOf(t testing.TB, repo *remote.Repository, mediaType string, manifests []ocispec.Descriptor, tag string) ocispec.Descriptor {
+	t.Helper()
 	idx := ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageIndex,
+		MediaType: mediaType,
 		Manifests: manifests,
 	}
 	raw, _ := json.Marshal(idx)
-	desc := descriptorOf(ocispec.MediaTypeImageIndex, raw)
+	desc := descriptorOf(mediaType, raw)
 	if err := repo.PushReference(context.Background(), desc, bytes.NewReader(raw), tag); err != nil {
 		t.Fatal(err)
 	}

@@ -123,3 +123,24 @@ func TestParseIndexVersion(t *testing.T) {
 		t.Error("v3 accepted")
 	}
 }
+
+func TestBuildOptionsAreValidated(t *testing.T) {
+	bad := map[string][]BuildOption{
+		"negative span":        {WithSpanSize(-1)},
+		"negative min size":    {WithMinLayerSize(-1)},
+		"zero concurrency":     {WithLayerConcurrency(0)},
+		"no version":           {WithIndexVersion(0)},
+		"unknown version":      {WithIndexVersion(8)},
+		"template without tag": {WithV2TagTemplate("soci")},
+		"unknown optimization": {WithOptimizations("speed")},
+		"platforms and all":    {WithPlatform(ocispec.Platform{OS: "linux", Architecture: "amd64"}), WithAllPlatforms()},
+	}
+	for name, opts := range bad {
+		if _, err := NewIndexBuilder(nil, opts...); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := NewIndexBuilder(nil, WithIndexVersion(Both), WithSpanSize(0)); err != nil {
+		t.Errorf("valid options refused: %v", err)
+	}
+}

@@ -93,7 +93,11 @@ func (b *IndexBuilder) buildZtocs(ctx context.Context, pm platformManifest, done
 				return fmt.Errorf("layer %s: %w", layer.Digest, err)
 			}
 			results[i] = res
-			b.report(pm.platform, layer, res.State, layer.Size)
+			var read int64
+			if res.State == LayerBuilt {
+				read = layer.Size
+			}
+			b.report(pm.platform, layer, res.State, read)
 			return nil
 		})
 	}

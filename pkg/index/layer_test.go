@@ -155,3 +155,19 @@ func TestBuildReportsProgress(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildRefusesSociIndex(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t, registry.Options{})
+	repo := openRepo(t, reg, "app/self", nil)
+	manifest := pushImage(t, repo, imageSpec{layers: mixedLayers(t, 130, false)[:1]})
+	b, _ := NewIndexBuilder(repo, WithMinLayerSize(testMinLayerSize))
+	res, err := b.Build(ctx, manifest.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Indexing the SOCI index itself, as a webhook for our own push would.
+	if _, err := b.Build(ctx, res[0].Desc.Digest.String()); !errors.Is(err, ErrNotImage) {
+		t.Fatalf("err = %v, want ErrNotImage", err)
+	}
+}

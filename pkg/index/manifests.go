@@ -49,7 +49,7 @@ func (b *IndexBuilder) GetImageManifestDescriptor(ctx context.Context, image oci
 		}
 		return image, nil
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("%s is not an image: media type %q", image.Digest, image.MediaType)
+	return ocispec.Descriptor{}, fmt.Errorf("%w: %s has media type %q", ErrNotImage, image.Digest, image.MediaType)
 }
 
 // selectManifests returns the platform manifests to index: the requested
@@ -90,7 +90,7 @@ func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descri
 			descs = append(descs, m)
 		}
 	default:
-		return nil, fmt.Errorf("%s is not an image: media type %q", image.Digest, image.MediaType)
+		return nil, fmt.Errorf("%w: %s has media type %q", ErrNotImage, image.Digest, image.MediaType)
 	}
 
 	out := make([]platformManifest, 0, len(descs))
@@ -101,6 +101,9 @@ func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descri
 			return nil, err
 		}
 		pm.raw = raw
+		if at := pm.manifest.Config.MediaType; at == SociIndexArtifactTypeV1 || at == SociIndexArtifactTypeV2 || pm.manifest.ArtifactType != "" {
+			return nil, fmt.Errorf("%w: %s is an artifact (%s)", ErrNotImage, d.Digest, at)
+		}
 		if d.Platform != nil {
 			pm.platform = NormalizePlatform(*d.Platform)
 		} else if pm.platform, err = b.configPlatform(ctx, pm.manifest.Config); err != nil {

@@ -11,14 +11,14 @@ type Optimization string
 const XAttrOptimization Optimization = "xattr"
 
 // Optimizations lists every known optimization.
-var Optimizations = []Optimization{XAttrOptimization}
+func Optimizations() []Optimization { return []Optimization{XAttrOptimization} }
 
 // ParseOptimization returns the optimization named s.
 func ParseOptimization(s string) (Optimization, error) {
-	for _, o := range Optimizations {
+	for _, o := range Optimizations() {
 		if string(o) == s {
 			return o, nil
 		}
 	}
-	return "", fmt.Errorf("optimization %q is not supported (supported: %v)", s, Optimizations)
+	return "", fmt.Errorf("optimization %q is not supported (supported: %v)", s, Optimizations())
 }

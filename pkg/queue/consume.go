@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -201,20 +202,46 @@ func (q *Queue) handle(ctx, consumeCtx context.Context, h Handler, msg jetstream
 	if d.settled() {
 		return
 	}
+	// Settle even when the handler's context is gone: an unsettled job
+	// waits a whole AckWait before anyone gets it again.
+	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
 	switch {
 	case herr == nil:
-		if err := d.Ack(ctx); err != nil {
-			q.log.Warn("queue: ack failed; the job will be redelivered", "job", d.Job.Key(), "error", err)
-		}
+		err = d.Ack(settleCtx)
 	case consumeCtx.Err() != nil && ctx.Err() != nil:
 		// Cut short by shutdown: not the job's fault, give it back now.
-		d.markSettled()
-		_ = msg.Nak()
+		err = d.giveBack(settleCtx)
 	case errors.Is(herr, ErrPermanent):
-		_ = d.Term(ctx, herr)
+		err = d.Term(settleCtx, herr)
 	default:
-		_ = d.Nak(ctx, herr)
+		err = d.Nak(settleCtx, herr)
 	}
+	if err != nil {
+		q.log.Warn("queue: settling a job failed; JetStream will redeliver it", "job", d.Job.Key(), "error", err)
+	}
+}
+
+// settleTimeout bounds an ack, nak or dead-lettering after a handler returns.
+const settleTimeout = 10 * time.Second
+
+// giveBack returns a job interrupted by shutdown for immediate redelivery.
+// On its final delivery a nak would strand it, so it is queued afresh
+// instead, with a new delivery count.
+func (d *Delivery) giveBack(ctx context.Context) error {
+	if err := d.settle(); err != nil {
+		return err
+	}
+	if !d.Final() {
+		return d.msg.Nak()
+	}
+	if _, err := d.q.publish(ctx, d.Job, d.Job.Key()+"/requeue:"+strconv.FormatUint(d.Sequence, 10)); err != nil {
+		return err
+	}
+	if err := d.msg.Term(); err != nil {
+		return fmt.Errorf("queue: term %s: %w", d.Job.Key(), err)
+	}
+	return d.q.removeFromWork(ctx, d.Sequence)
 }
 
 // runHandler turns a handler panic into an error so one bad job cannot take
@@ -288,8 +315,6 @@ func (d *Delivery) settle() error {
 	d.done = true
 	return nil
 }
-
-func (d *Delivery) markSettled() { _ = d.settle() }
 
 func (d *Delivery) settled() bool {
 	d.mu.Lock()

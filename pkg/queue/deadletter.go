@@ -66,9 +66,14 @@ func (q *Queue) deadLetter(ctx context.Context, d *Delivery, reason string, caus
 	if err := d.msg.TermWithReason(truncate(reason+": "+lastErr, 256)); err != nil {
 		return fmt.Errorf("queue: term %s: %w", d.Job.Key(), err)
 	}
-	// Servers before 2.10 keep a terminated message in a work-queue stream.
-	if err := q.stream.DeleteMsg(ctx, d.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("queue: remove dead job %d from %s: %w", d.Sequence, q.cfg.Stream, err)
+	return q.removeFromWork(ctx, d.Sequence)
+}
+
+// removeFromWork deletes a terminated job from the work stream: servers
+// before 2.10 keep terminated messages in a work-queue stream.
+func (q *Queue) removeFromWork(ctx context.Context, seq uint64) error {
+	if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("queue: remove job %d from %s: %w", seq, q.cfg.Stream, err)
 	}
 	return nil
 }
@@ -137,8 +142,8 @@ func (q *Queue) deadLetterStuck(ctx context.Context, seq, deliveries uint64) err
 		"no ack or nak on the last delivery (worker stopped or AckWait ran out)"); err != nil {
 		return err
 	}
-	if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("queue: remove dead job %d from %s: %w", seq, q.cfg.Stream, err)
+	if err := q.removeFromWork(ctx, seq); err != nil {
+		return err
 	}
 	q.log.Warn("queue: job dead-lettered", "sequence", seq, "reason", ReasonNoResult, "deliveries", deliveries)
 	return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -126,6 +127,9 @@ var (
 func New(ctx context.Context, js jetstream.JetStream, cfg Config, opts ...Option) (*Queue, error) {
 	q := newQueue(js, cfg, opts)
 	c := q.cfg
+	if overlaps(c.SubjectPrefix, c.DLQPrefix) {
+		return nil, fmt.Errorf("queue: subject prefixes %q and %q overlap", c.SubjectPrefix, c.DLQPrefix)
+	}
 	var err error
 	q.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.Stream,
@@ -239,8 +243,11 @@ func (q *Queue) Ready(ctx context.Context) error {
 func unavailable(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		if apiErr.Code == 404 {
+		switch apiErr.Code {
+		case 404:
 			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		case 503: // JetStream not ready, no quorum
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		return err
 	}
@@ -255,4 +262,9 @@ func notFound(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	return unavailable(err)
+}
+
+// overlaps reports whether the subjects under prefixes a and b intersect.
+func overlaps(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+".") || strings.HasPrefix(b, a+".")
 }

@@ -67,10 +67,10 @@ func testConfig(t *testing.T) queue.Config {
 	_, _ = rand.Read(b[:])
 	id := strings.ToUpper(hex.EncodeToString(b[:]))
 	return queue.Config{
-		Stream:        "TEST_" + id,
-		SubjectPrefix: "test." + id + ".jobs",
-		DLQStream:     "TEST_" + id + "_DLQ",
-		DLQPrefix:     "test." + id + ".dlq",
+		Stream:        "QUEUETEST_" + id,
+		SubjectPrefix: "queuetest." + id + ".jobs",
+		DLQStream:     "QUEUETEST_" + id + "_DLQ",
+		DLQPrefix:     "queuetest." + id + ".dlq",
 		Consumer:      "workers",
 		MaxDeliver:    3,
 		AckWait:       5 * time.Second,
@@ -109,7 +109,9 @@ func consume(t *testing.T, q *queue.Queue, h queue.Handler, opts ...queue.Consum
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- q.Consume(ctx, h, append([]queue.ConsumeOption{queue.WithFetchWait(200 * time.Millisecond)}, opts...)...) }()
+	go func() {
+		done <- q.Consume(ctx, h, append([]queue.ConsumeOption{queue.WithFetchWait(200 * time.Millisecond)}, opts...)...)
+	}()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -588,5 +590,56 @@ func TestJobKeyAndValidate(t *testing.T) {
 	j.Action = "pull"
 	if err := j.Validate(); !errors.Is(err, queue.ErrInvalidJob) {
 		t.Fatalf("Validate pull: %v", err)
+	}
+}
+
+func TestNewRefusesOverlappingSubjects(t *testing.T) {
+	_, js := connect(t, machineNATS())
+	cfg := testConfig(t)
+	cfg.DLQPrefix = cfg.SubjectPrefix + ".dead"
+	if _, err := queue.New(context.Background(), js, cfg); err == nil {
+		_ = js.DeleteStream(context.Background(), cfg.Stream)
+		t.Fatal("New with the DLQ subjects inside the work subjects succeeded")
+	}
+}
+
+// Shutdown on a job's last allowed delivery: a nak would strand it, so it
+// is queued afresh rather than dead-lettered.
+func TestShutdownOnFinalDeliveryRequeues(t *testing.T) {
+	_, js := connect(t, machineNATS())
+	cfg := testConfig(t)
+	cfg.MaxDeliver = 1
+	q := newQueue(t, js, cfg)
+	if _, err := q.Publish(context.Background(), job(8)); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	stop := consume(t, q, func(ctx context.Context, d *queue.Delivery) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	}, queue.WithDrainTimeout(50*time.Millisecond))
+	<-started
+	stop()
+
+	got := make(chan queue.Job, 1)
+	consume(t, q, func(ctx context.Context, d *queue.Delivery) error {
+		if d.NumDelivered != 1 {
+			return fmt.Errorf("NumDelivered %d, want 1", d.NumDelivered)
+		}
+		got <- d.Job
+		return nil
+	})
+	select {
+	case j := <-got:
+		if j.Key() != job(8).Key() {
+			t.Fatalf("got %s", j.Key())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("job not requeued after shutdown on its final delivery")
+	}
+	eventually(t, 5*time.Second, "an empty work stream", func() bool { return stats(t, q).Messages == 0 })
+	if st := stats(t, q); st.DeadLetters != 0 {
+		t.Fatalf("dead letters %d, want 0", st.DeadLetters)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 )
@@ -264,5 +265,75 @@ func TestBackfillIndexesMissedImages(t *testing.T) {
 	}
 	if stats.Enqueued != 0 || stats.Indexed < 2 { // the image and its v2 index
 		t.Errorf("second backfill: %+v, want nothing enqueued", stats)
+	}
+}
+
+// TestScheduledBackfill: serve --backfill-interval indexes what no event
+// announced, on its own.
+func TestScheduledBackfill(t *testing.T) {
+	reg := startRegistry(t, "", "")
+	img := pushImage(t, reg.Addr(), "sched/app", "v1", testLayerSize)
+	cfg := testConfig(t)
+	cfg.PlainHTTP = true
+	cfg.BackfillInterval = 200 * time.Millisecond
+	cfg.BackfillTargets = []string{reg.Addr() + "/sched/app"}
+	s := startServer(t, cfg)
+	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "sched/app", Digest: img.Digest.String()},
+		20*time.Second, db.JobSucceeded)
+}
+
+// pushMultiPlatform pushes two platform images by digest and an image
+// index naming them under tag, as a multi-platform push does.
+func pushMultiPlatform(t *testing.T, registry, repository, tag string) ocispec.Descriptor {
+	t.Helper()
+	ctx := context.Background()
+	var manifests []ocispec.Descriptor
+	for _, arch := range []string{"amd64", "arm64"} {
+		d := pushImage(t, registry, repository, "", testLayerSize)
+		d.Platform = &ocispec.Platform{OS: "linux", Architecture: arch}
+		manifests = append(manifests, d)
+	}
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: manifests}
+	idx.SchemaVersion = 2
+	body, err := json.Marshal(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := plainRepos(t)(ctx, registry, repository)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := oras.TagBytes(ctx, repo, ocispec.MediaTypeImageIndex, body, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return desc
+}
+
+// TestMultiPlatformImage: the untagged platform manifests' events are
+// skipped, and the image index's event gives one SOCI index per platform.
+func TestMultiPlatformImage(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	img := pushMultiPlatform(t, s.RegistryAddr(), "multi/app", "v1")
+	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "multi/app", Digest: img.Digest.String()},
+		20*time.Second, db.JobSucceeded)
+	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "multi/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	socis, err := v2Index(context.Background(), repo, "v1-soci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	platforms := map[string]bool{}
+	for _, d := range socis {
+		if d.Platform != nil {
+			platforms[d.Platform.Architecture] = true
+		}
+	}
+	if len(socis) != 2 || !platforms["amd64"] || !platforms["arm64"] {
+		t.Errorf("soci indexes %+v, want one for each of amd64 and arm64", socis)
 	}
 }

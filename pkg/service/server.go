@@ -193,6 +193,7 @@ func (s *Server) startHTTP() error {
 			Harbor:       webhook.SourceConfig{Disabled: true},
 			CloudEvents:  webhook.SourceConfig{Disabled: true},
 			ECR:          webhook.SourceConfig{Disabled: true},
+			Filter:       webhook.FilterConfig{OwnTags: []string{ownTagGlob(s.cfg.V2TagTemplate)}},
 		}
 		wh, err := webhook.New(s.queue, wcfg, webhook.WithLogger(s.log), webhook.WithRegistry(s.metrics.Registry))
 		if err != nil {
@@ -214,6 +215,15 @@ func (s *Server) startHTTP() error {
 		}
 	}()
 	return nil
+}
+
+// ownTagGlob is the glob of the tags v2 indexes are pushed under, so the
+// webhook drops their events before they reach the queue.
+func ownTagGlob(template string) string {
+	if template == "" {
+		template = index.DefaultV2TagTemplate
+	}
+	return strings.ReplaceAll(template, "{tag}", "*")
 }
 
 // ready answers 200 when the queue and the database answer.

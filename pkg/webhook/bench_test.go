@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -111,6 +112,8 @@ func benchHTTP(b *testing.B, pub webhook.Publisher) {
 		if err != nil {
 			return err
 		}
+		// Drain so the connection is reused.
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusAccepted {
 			return fmt.Errorf("status %d", resp.StatusCode)

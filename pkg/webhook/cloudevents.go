@@ -136,7 +136,7 @@ func cloudEventEvents(ce cloudEvent) ([]Event, error) {
 		return harborCloudEvent(ce)
 	case strings.HasPrefix(t, "zotregistry.") || strings.HasSuffix(t, ".image.updated") || strings.HasSuffix(t, ".image.deleted"):
 		return zotCloudEvent(ce)
-	case ce.Source == "aws.ecr" || strings.Contains(t, "ecr"):
+	case ce.Source == "aws.ecr" || strings.HasPrefix(t, "aws.ecr") || t == "ecr image action":
 		data, err := ce.data()
 		if err != nil {
 			return nil, err

@@ -40,8 +40,8 @@ func TestParseDistribution(t *testing.T) {
 	want := queue.Job{
 		Source: SourceDistribution, EventID: "01a21a23-5d4c-7b5e-9a3c-2f6c0d1e4a11",
 		Registry: "127.0.0.1:36463", Repository: "demo/app",
-		Digest:     "sha256:71aa8f1e8ed2ca2b2ea3ab2fd7b8f0f0c5b1b3a2d8c8f1d2e3a4b5c6d7e8f901",
-		Tag:        "v1", MediaType: "application/vnd.oci.image.manifest.v1+json", Action: queue.ActionPush,
+		Digest: "sha256:71aa8f1e8ed2ca2b2ea3ab2fd7b8f0f0c5b1b3a2d8c8f1d2e3a4b5c6d7e8f901",
+		Tag:    "v1", MediaType: "application/vnd.oci.image.manifest.v1+json", Action: queue.ActionPush,
 		OccurredAt: time.Date(2026, 11, 26, 23, 14, 30, 655e6, time.UTC),
 	}
 	if ev.Job != want {

@@ -96,6 +96,9 @@ func openQueue(ctx context.Context, js jetstream.JetStream, cfg queue.Config, lo
 		if err == nil {
 			return q, nil
 		}
+		if !errors.Is(err, queue.ErrUnavailable) {
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
 		log.Warn("webhook: job streams not ready; retrying", "error", err)
 		select {
 		case <-ctx.Done():

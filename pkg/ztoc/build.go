@@ -17,12 +17,14 @@ import (
 )
 
 // Chunk sizes and queue depths of the build pipeline. They bound the memory
-// a build uses besides the zTOC itself to a few MiB.
+// a build uses besides the zTOC itself to a few MiB, plus the compressed
+// size of the longest deflate block (see gzipSpanHasher), which real
+// compressors keep well under 1 MiB.
 const (
-	compressedChunkSize   = 256 << 10
-	compressedQueueDepth  = 8
-	uncompressedChunkSize = 256 << 10
-	uncompressedQueueDep  = 8
+	compressedChunkSize    = 256 << 10
+	compressedQueueDepth   = 8
+	uncompressedChunkSize  = 256 << 10
+	uncompressedQueueDepth = 8
 )
 
 // BuildOption configures Build.
@@ -253,7 +255,7 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 
 func (b *builder) buildUncompressed(ctx context.Context, r io.Reader) error {
 	g, ctx := errgroup.WithContext(ctx)
-	q := newChunkQueue(uncompressedQueueDep, uncompressedChunkSize)
+	q := newChunkQueue(uncompressedQueueDepth, uncompressedChunkSize)
 	spans := &tarSpanHasher{spanSize: b.cfg.spanSize}
 	g.Go(func() error { return b.readBlob(ctx, r, q) })
 	g.Go(func() error {
@@ -320,7 +322,7 @@ func (s *compressedSource) Read(p []byte) (int, error) {
 func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 	g, ctx := errgroup.WithContext(ctx)
 	compressed := newChunkQueue(compressedQueueDepth, compressedChunkSize)
-	uncompressed := newChunkQueue(uncompressedQueueDep, uncompressedChunkSize)
+	uncompressed := newChunkQueue(uncompressedQueueDepth, uncompressedChunkSize)
 	batches := make(chan hashBatch, compressedQueueDepth)
 
 	g.Go(func() error { return b.readBlob(ctx, r, compressed) })

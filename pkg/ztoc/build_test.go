@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -491,5 +492,46 @@ func TestBuildLayerDigestIsSHA256(t *testing.T) {
 	sum := sha256.Sum256(layer)
 	if res.LayerDigest.Encoded() != digest.NewDigestFromBytes(digest.SHA256, sum[:]).Encoded() {
 		t.Errorf("digest %s", res.LayerDigest)
+	}
+}
+
+// countingReader exposes nothing but Read, as a registry response body.
+type countingReader struct {
+	r     io.Reader
+	bytes int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.bytes += int64(n)
+	return n, err
+}
+
+// However the input arrives, the zTOC is the same, and the layer is read
+// once, to its end.
+func TestBuildReaderShapes(t *testing.T) {
+	raw := makeTar(t, corpusEntries()[:9])
+	layer := gzipBytes(t, raw, gzip.BestSpeed)
+	want, err := Marshal(build(t, layer, WithSpanSize(256<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]func() io.Reader{
+		"one byte":    func() io.Reader { return iotest.OneByteReader(bytes.NewReader(layer)) },
+		"half":        func() io.Reader { return iotest.HalfReader(bytes.NewReader(layer)) },
+		"data+EOF":    func() io.Reader { return iotest.DataErrReader(bytes.NewReader(layer)) },
+		"pipe chunks": func() io.Reader { return io.MultiReader(bytes.NewReader(layer[:1000]), bytes.NewReader(layer[1000:])) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			counter := &countingReader{r: r()}
+			res, err := Build(context.Background(), counter, WithSpanSize(256<<10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := Marshal(res.Ztoc)
+			if !bytes.Equal(got, want) || counter.bytes != int64(len(layer)) {
+				t.Errorf("zTOC equal: %v, read %d of %d bytes", bytes.Equal(got, want), counter.bytes, len(layer))
+			}
+		})
 	}
 }

@@ -145,15 +145,22 @@ func loadLayer(layer corpus.Layer) (*layerFixture, error) {
 // spans, still reads every file.
 const maxExtractedFiles = 150
 
-// sampledFiles returns the files to extract one by one: all of them, or an
-// even spread that keeps the first and the last.
-func (lf *layerFixture) sampledFiles() []string {
-	if len(lf.fileNames) <= maxExtractedFiles {
+// sociExtractLeakBudget bounds the memory soci's ExtractFile may leak per
+// layer and span. Every call decodes the checkpoints into C memory and
+// GzipZinfo.Close frees only the struct, not the 32 KiB-per-checkpoint list
+// (soci v0.16.1, ztoc/compression/gzip_zinfo.go), so with small spans the
+// leak, not the work, limits how many files soci extracts one by one.
+const sociExtractLeakBudget = 8 << 20
+
+// sampledFiles returns up to n files to extract one by one: all of them, or
+// an even spread that keeps the first and the last.
+func (lf *layerFixture) sampledFiles(n int) []string {
+	if len(lf.fileNames) <= n {
 		return lf.fileNames
 	}
-	step := (len(lf.fileNames) + maxExtractedFiles - 1) / maxExtractedFiles
+	step := (len(lf.fileNames) + n - 2) / (n - 1)
 	var names []string
-	for i := 0; i < len(lf.fileNames); i += step {
+	for i := 0; i < len(lf.fileNames)-1; i += step {
 		names = append(names, lf.fileNames[i])
 	}
 	return append(names, lf.fileNames[len(lf.fileNames)-1])
@@ -361,7 +368,11 @@ func checkZinfo(t *testing.T, lf *layerFixture, ourBytes []byte) {
 func checkSociExtractFile(t *testing.T, lf *layerFixture, ourBytes []byte) {
 	z := unmarshalWithSoci(t, ourBytes)
 	sr := io.NewSectionReader(bytes.NewReader(lf.blob), 0, int64(len(lf.blob)))
-	for _, name := range lf.sampledFiles() {
+	n := maxExtractedFiles
+	if lf.Compression == corpus.Gzip {
+		n = max(2, min(n, sociExtractLeakBudget/len(z.Checkpoints)))
+	}
+	for _, name := range lf.sampledFiles(n) {
 		got, err := z.ExtractFile(sr, name)
 		if err != nil {
 			t.Errorf("soci ExtractFile(%q): %v", name, err)
@@ -377,8 +388,8 @@ func checkSociExtractFile(t *testing.T, lf *layerFixture, ourBytes []byte) {
 // runtime span manager accepts our zTOC, serves every regular file, and
 // every entry's header range parses back to the recorded metadata the way
 // the snapshotter's file verification does. A range the span manager cannot
-// serve from our zTOC is an error unless it cannot serve it from soci's own
-// zTOC either (a soci limitation, logged).
+// serve from our zTOC, even with a fresh span manager, is an error unless it
+// cannot serve it from soci's own zTOC either (a soci limitation, logged).
 func checkSpanManager(t *testing.T, lf *layerFixture, ourBytes, sociBytes []byte) {
 	// spanmanager.New drops the checkpoints from the zTOC it is given, so
 	// the entries come from a second decoding.
@@ -405,6 +416,19 @@ func checkSpanManager(t *testing.T, lf *layerFixture, ourBytes, sociBytes []byte
 	read := func(what string, start, end compression.Offset) ([]byte, bool) {
 		data, err := readRange(ours, start, end)
 		if err == nil {
+			return data, true
+		}
+		// soci's span manager inflates the spans of a range concurrently;
+		// we saw one Z_DATA_ERROR that did not repeat on the same
+		// byte-identical zTOC. A fresh span manager tells a transient
+		// failure from a real one.
+		again, retryErr := newSpanManager(t, lf, ourBytes)
+		if retryErr == nil {
+			data, retryErr = readRange(again, start, end)
+			again.Close()
+		}
+		if retryErr == nil {
+			t.Logf("soci flake: span manager failed once on %s [%d, %d), then succeeded: %v", what, start, end, err)
 			return data, true
 		}
 		if sociOwn == nil {
@@ -525,7 +549,7 @@ func hasRepeatedOut(t *testing.T, lf *layerFixture, ourBytes []byte) bool {
 func checkOurExtract(t *testing.T, lf *layerFixture, z *ztoc.Ztoc) {
 	ctx := t.Context()
 	layer := bytes.NewReader(lf.blob)
-	for _, name := range lf.sampledFiles() {
+	for _, name := range lf.sampledFiles(maxExtractedFiles) {
 		got, err := z.ExtractFile(ctx, layer, name)
 		if err != nil {
 			t.Errorf("our ExtractFile(%q): %v", name, err)
