@@ -78,9 +78,10 @@ func WithoutDeadLetterWatch() ConsumeOption {
 
 // Consume pulls jobs and runs h on each, at most the configured number at
 // once, until ctx is cancelled. Then it stops pulling, lets in-flight
-// handlers finish within the drain timeout, naks what they leave
-// unsettled, and returns nil. Nothing it received is lost: a job is
-// acked, naked (redelivered), or dead-lettered.
+// handlers finish within the drain timeout, gives back for immediate
+// redelivery what they leave unsettled, and returns nil. Nothing it
+// received is lost: a job is acked, given back, retried later or
+// dead-lettered. It returns an error only if the NATS connection is closed.
 func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) error {
 	o := consumeOptions{
 		concurrency:  1,
@@ -163,7 +164,7 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 		for msg := range batch.Messages() {
 			if ctx.Err() != nil {
 				// Shutting down: give it back at once for another worker.
-				_ = msg.Nak()
+				q.giveBackUnstarted(msg, o)
 				continue
 			}
 			used++
@@ -219,6 +220,21 @@ func (q *Queue) handle(ctx, consumeCtx context.Context, h Handler, msg jetstream
 	}
 	if err != nil {
 		q.log.Warn("queue: settling a job failed; JetStream will redeliver it", "job", d.Job.Key(), "error", err)
+	}
+}
+
+// giveBackUnstarted returns a job received during shutdown, before any
+// handler saw it.
+func (q *Queue) giveBackUnstarted(msg jetstream.Msg, o consumeOptions) {
+	d, err := q.newDelivery(msg, o)
+	if err != nil {
+		_ = msg.Nak()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	if err := d.giveBack(ctx); err != nil {
+		q.log.Warn("queue: giving a job back failed; JetStream will redeliver it", "job", d.Job.Key(), "error", err)
 	}
 }
 

@@ -412,8 +412,7 @@ func TestKilledConsumerJobIsRedelivered(t *testing.T) {
 		<-started
 		js1.Conn().Close() // the worker's process is gone: no ack, no nak
 
-		nc2, js2 := connect(t, url)
-		_ = nc2
+		_, js2 := connect(t, url)
 		q2, err := queue.Bind(context.Background(), js2, cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -25,6 +25,8 @@ type Publisher interface {
 	Ready(ctx context.Context) error
 }
 
+var _ Publisher = (*queue.Queue)(nil)
+
 // SourceConfig configures one ingest endpoint.
 type SourceConfig struct {
 	// Disabled turns the endpoint off (404).
