@@ -17,9 +17,9 @@ const (
 	// outSlack lets match copies write whole 8-byte words past the match.
 	outSlack = 16
 
-	// fastInMin is the input the fast loop needs in the buffer: two 8-byte
-	// refills per iteration.
-	fastInMin = 16
+	// fastInMin is the input the fast loop needs in the buffer: three
+	// 8-byte refills per iteration.
+	fastInMin = 24
 )
 
 type decodeState uint8
@@ -572,7 +572,8 @@ func (d *decoder) slowStep() (end bool, err error) {
 // fastLoop decodes symbols while at least fastInMin input bytes and a
 // whole match of output room remain. Each refill brings the bit buffer to
 // at least 56 bits: enough for three literals, or for a length, a distance
-// and their extra bits (at most 48 bits).
+// and their extra bits (at most 48 bits). The entry for the next symbol is
+// looked up before a match is copied, so the two overlap.
 func (d *decoder) fastLoop() (end bool, err error) {
 	in := d.in[:d.iend]
 	out := d.out[:len(d.out)+outSlack]
@@ -585,36 +586,40 @@ func (d *decoder) fastLoop() (end bool, err error) {
 	outLimit := d.outLimit()
 	minpos := d.minpos
 
-	for ipos <= inLimit && wpos <= outLimit {
-		bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
-		ipos += 7 - int(nbits>>3&7)
-		nbits |= 56
-
-		e := lit[bitBuf&litTableMask]
+	if ipos > inLimit || wpos > outLimit {
+		return false, nil
+	}
+	bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
+	ipos += 7 - int(nbits>>3&7)
+	nbits |= 56
+	e := lit[bitBuf&litTableMask]
+	for {
 		if int32(e) < 0 {
-			// Up to three literals, stored with one 4-byte write.
 			bitBuf >>= e & entryTotalMask
 			nbits -= uint(e)
-			lits := uint32(byte(e >> 16))
+			out[wpos] = byte(e >> 16)
+			wpos++
 			e = lit[bitBuf&litTableMask]
-			if int32(e) >= 0 {
-				out[wpos] = byte(lits)
-				wpos++
-			} else {
+			if int32(e) < 0 {
 				bitBuf >>= e & entryTotalMask
 				nbits -= uint(e)
-				lits |= uint32(byte(e>>16)) << 8
+				out[wpos] = byte(e >> 16)
+				wpos++
 				e = lit[bitBuf&litTableMask]
 				if int32(e) < 0 {
 					bitBuf >>= e & entryTotalMask
 					nbits -= uint(e)
-					lits |= uint32(byte(e>>16)) << 16
-					binary.LittleEndian.PutUint32(out[wpos:], lits)
-					wpos += 3
+					out[wpos] = byte(e >> 16)
+					wpos++
+					bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
+					ipos += 7 - int(nbits>>3&7)
+					nbits |= 56
+					e = lit[bitBuf&litTableMask]
+					if ipos > inLimit || wpos > outLimit {
+						break
+					}
 					continue
 				}
-				binary.LittleEndian.PutUint16(out[wpos:], uint16(lits))
-				wpos += 2
 			}
 			bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
 			ipos += 7 - int(nbits>>3&7)
@@ -629,6 +634,13 @@ func (d *decoder) fastLoop() (end bool, err error) {
 				nbits -= uint(e)
 				out[wpos] = byte(e >> 16)
 				wpos++
+				bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
+				ipos += 7 - int(nbits>>3&7)
+				nbits |= 56
+				e = lit[bitBuf&litTableMask]
+				if ipos > inLimit || wpos > outLimit {
+					break
+				}
 				continue
 			}
 		}
@@ -667,6 +679,10 @@ func (d *decoder) fastLoop() (end bool, err error) {
 			err = errDistTooFar
 			break
 		}
+		bitBuf |= binary.LittleEndian.Uint64(in[ipos:]) << (nbits & 63)
+		ipos += 7 - int(nbits>>3&7)
+		nbits |= 56
+		e = lit[bitBuf&litTableMask]
 
 		// Copy whole words; writing up to 15 bytes past the match is
 		// allowed (outSlack) and overwritten later.
@@ -695,6 +711,9 @@ func (d *decoder) fastLoop() (end bool, err error) {
 			}
 		}
 		wpos += length
+		if ipos > inLimit || wpos > outLimit {
+			break
+		}
 	}
 
 	d.ipos, d.wpos = ipos, wpos

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -297,5 +299,53 @@ func TestExternalCompressors(t *testing.T) {
 			// pigz-compressed files concatenated: multi-member.
 			checkStream(t, append(slices.Clone(gz), gz...), append(slices.Clone(data), data...))
 		})
+	}
+}
+
+// TestEmptyFirstBlock: a writer that flushes before writing data starts the
+// stream with an empty stored block, which still ends at a boundary with
+// Out=0 (soci then records two checkpoints at offset 0).
+func TestEmptyFirstBlock(t *testing.T) {
+	data := []byte("data after an empty sync-flush block")
+	gz := gzipWith(t, data, 6, 1000, gzip.Header{})
+	res, err := decodeGzip(gz, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Boundary{
+		{In: 10, Out: 0, Header: true},
+		{In: 15, Out: 0}, // 3 header bits, padding, LEN and NLEN
+	}
+	if len(res.bounds) < 2 || !slices.Equal(res.bounds[:2], want) {
+		t.Fatalf("first boundaries = %+v, want %+v", res.bounds, want)
+	}
+}
+
+// TestSystemGzipHeaderLength checks the header boundary of gzip -n (no
+// name, 10 bytes) and of gzip with a file name, as soci records them.
+func TestSystemGzipHeaderLength(t *testing.T) {
+	path, err := exec.LookPath("gzip")
+	if err != nil {
+		t.Skip("gzip not installed")
+	}
+	file := filepath.Join(t.TempDir(), "layer.tar")
+	if err := os.WriteFile(file, genData("text", 10_000, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		in   int64
+	}{{[]string{"-n", "-c", file}, 10}, {[]string{"-c", file}, 20}} {
+		gz, err := exec.Command(path, c.args...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := decodeGzip(gz, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := res.bounds[0]; b != (Boundary{In: c.in, Header: true}) {
+			t.Errorf("gzip %v: header boundary %+v, want In=%d", c.args[:len(c.args)-1], b, c.in)
+		}
 	}
 }
