@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newQueueCmd(),
 		newServeCmd(),
 		newBackfillCmd(),
+		newDemoCmd(),
 	)
 	return root
 }

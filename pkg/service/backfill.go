@@ -106,7 +106,9 @@ type BackfillStats struct {
 	// Indexed: already indexed, skipped or failed for good, or our own
 	// artifacts.
 	Indexed int
-	Errors  int
+	// Older: created before the WithSince window.
+	Older  int
+	Errors int
 }
 
 // Run walks target, "REGISTRY" (every repository of the catalog) or
@@ -143,7 +145,7 @@ func (b *Backfiller) Run(ctx context.Context, target string) (BackfillStats, err
 		stats.Repositories++
 	}
 	b.log.Info("backfill done", "target", target, "repositories", stats.Repositories, "tags", stats.Tags,
-		"enqueued", stats.Enqueued, "indexed", stats.Indexed, "errors", stats.Errors)
+		"enqueued", stats.Enqueued, "indexed", stats.Indexed, "older", stats.Older, "errors", stats.Errors)
 	return stats, nil
 }
 
@@ -166,7 +168,7 @@ func (b *Backfiller) repository(ctx context.Context, host, name string, stats *B
 		}
 		stats.Tags++
 		log := b.log.With("registry", host, "repository", name, "tag", tag)
-		job, ok, err := b.check(ctx, repo, host, name, tag)
+		job, verdict, err := b.check(ctx, repo, host, name, tag)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -176,9 +178,14 @@ func (b *Backfiller) repository(ctx context.Context, host, name string, stats *B
 			log.Warn("backfill: cannot check image", "error", err)
 			continue
 		}
-		if !ok {
+		switch verdict {
+		case backfillIndexed:
 			stats.Indexed++
 			b.metrics.countBackfill("indexed")
+			continue
+		case backfillTooOld:
+			stats.Older++
+			b.metrics.countBackfill("older")
 			continue
 		}
 		if _, err := b.publisher.Publish(ctx, job); err != nil {
@@ -197,11 +204,20 @@ func (b *Backfiller) repository(ctx context.Context, host, name string, stats *B
 	return nil
 }
 
+// backfillVerdict is what the backfill decides for one tag.
+type backfillVerdict int
+
+const (
+	backfillEnqueue backfillVerdict = iota
+	backfillIndexed                 // indexed, skipped, failed for good, or ours
+	backfillTooOld                  // created before --since
+)
+
 // check resolves a tag and tells whether its image needs a job.
-func (b *Backfiller) check(ctx context.Context, repo *remote.Repository, host, name, tag string) (queue.Job, bool, error) {
+func (b *Backfiller) check(ctx context.Context, repo *remote.Repository, host, name, tag string) (queue.Job, backfillVerdict, error) {
 	desc, err := repo.Resolve(ctx, tag)
 	if err != nil {
-		return queue.Job{}, false, fmt.Errorf("resolve: %w", err)
+		return queue.Job{}, backfillIndexed, fmt.Errorf("resolve: %w", err)
 	}
 	job := queue.Job{
 		Source:     BackfillSource,
@@ -218,34 +234,34 @@ func (b *Backfiller) check(ctx context.Context, repo *remote.Repository, host, n
 		switch {
 		case errors.Is(err, db.ErrJobNotFound):
 		case err != nil:
-			return job, false, fmt.Errorf("job record: %w", err)
+			return job, backfillIndexed, fmt.Errorf("job record: %w", err)
 		case rec.Status == db.JobSkipped, rec.Status == db.JobFailed:
-			return job, false, nil
+			return job, backfillIndexed, nil
 		case rec.Status == db.JobSucceeded:
 			if b.worker == nil || rec.OptionsHash == b.worker.optionsHashFor(tag) {
-				return job, false, nil
+				return job, backfillIndexed, nil
 			}
 		}
 	}
 	// Our own artifacts have no job record; tell them by content.
 	body, err := content.FetchAll(ctx, repo, desc)
 	if err != nil {
-		return job, false, fmt.Errorf("fetch manifest: %w", err)
+		return job, backfillIndexed, fmt.Errorf("fetch manifest: %w", err)
 	}
 	kind := classifyManifest(desc.MediaType, body)
 	if kind.own {
-		return job, false, nil
+		return job, backfillIndexed, nil
 	}
 	if b.since > 0 && !kind.isIndex && kind.skip == "" {
 		created, err := b.created(ctx, repo, body)
 		if err != nil {
-			return job, false, err
+			return job, backfillIndexed, err
 		}
 		if !created.IsZero() && created.Before(b.now().Add(-b.since)) {
-			return job, false, nil
+			return job, backfillTooOld, nil
 		}
 	}
-	return job, true, nil
+	return job, backfillEnqueue, nil
 }
 
 // created reads the creation time from an image's config.

@@ -337,3 +337,61 @@ func TestMultiPlatformImage(t *testing.T) {
 		t.Errorf("soci indexes %+v, want one for each of amd64 and arm64", socis)
 	}
 }
+
+// TestBackfillSince: images created before the window are left alone.
+func TestBackfillSince(t *testing.T) {
+	reg := startRegistry(t, "", "")
+	pushImage(t, reg.Addr(), "old/app", "v1", testLayerSize) // demo images are created 2024-01-01
+	store := newSQLite(t)
+	cfg := testConfig(t)
+	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
+	q, _ := newTestQueue(t, cfg)
+	target := reg.Addr() + "/old/app"
+
+	stats, err := NewBackfiller(plainRepos(t), store, q, WithSince(24*time.Hour)).Run(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Enqueued != 0 || stats.Older != 1 {
+		t.Errorf("--since 24h: %+v, want the old image left alone", stats)
+	}
+	stats, err = NewBackfiller(plainRepos(t), store, q).Run(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Enqueued != 1 {
+		t.Errorf("no --since: %+v, want the image enqueued", stats)
+	}
+	qs, err := q.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qs.Messages != 1 {
+		t.Errorf("%d jobs in the queue, want 1", qs.Messages)
+	}
+}
+
+// TestOpenBackfillerFindsAllInOneServer: `indexer backfill` without URLs
+// reaches the running all-in-one server through its data directory.
+func TestOpenBackfillerFindsAllInOneServer(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PlainHTTP = true
+	s := startServer(t, cfg)
+	reg := startRegistry(t, "", "")
+	img := pushImage(t, reg.Addr(), "cli/app", "v1", testLayerSize)
+
+	b, closeAll, err := OpenBackfiller(context.Background(), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	stats, err := b.Run(context.Background(), reg.Addr()+"/cli/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Enqueued != 1 {
+		t.Fatalf("backfill: %+v", stats)
+	}
+	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "cli/app", Digest: img.Digest.String()},
+		20*time.Second, db.JobSucceeded)
+}

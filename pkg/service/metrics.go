@@ -77,7 +77,7 @@ func NewMetrics() *Metrics {
 		}, []string{"source"}),
 		backfill: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "soci_indexer_backfill_images_total",
-			Help: "Images seen by the backfill walker, by result: enqueued, indexed (already), error.",
+			Help: "Images seen by the backfill walker, by result: enqueued, indexed (already), older (than --since), error.",
 		}, []string{"result"}),
 		deletedArts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "soci_indexer_deleted_artifacts_total",

@@ -4,9 +4,11 @@
 // metrics and health endpoints, and the assembly of all of it, with the
 // webhook and embedded NATS, SQLite and registry, into one process.
 //
-// A push event goes: webhook → queue.Publish → JetStream → Worker.Handle →
-// Worker.process → index.IndexBuilder.BuildImage → registry + database →
-// ack.
+// A push goes: registry notification → pkg/webhook (served by Server in
+// all-in-one mode) → queue.Publish → JetStream → Server.Run's queue.Consume
+// → Worker.Handle → Worker.Process → processPush (this file) →
+// index.IndexBuilder.BuildImage → SOCI index in the registry, artifacts and
+// job outcome in the database → ack. Deletes go to processDelete (gc.go).
 package service
 
 import (
@@ -275,17 +277,56 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 		return rec.skip(ctx, "untagged manifest: a v2 index needs a tag (multi-platform images are indexed through their image index)")
 	}
 
+	results, stats, err := w.build(ctx, log, repo, index.Image{Descriptor: desc, Tag: job.Tag})
+	w.metrics.addBytes(stats.bytesRead)
+	if errors.Is(err, index.ErrEmptyIndex) {
+		return rec.skip(ctx, "no layer gets a zTOC (all smaller than the minimum layer size, or zstd)")
+	}
+	if err != nil {
+		return rec.fail(ctx, fmt.Errorf("build soci index: %w", err), final)
+	}
+	w.metrics.observeStage(StageBuild, stats.layersDone.Sub(stats.start))
+	w.metrics.observeStage(StagePush, stats.end.Sub(stats.layersDone))
+
+	uses, builtCount, reused := layerUses(results)
+	w.metrics.countZtocs(builtCount, reused)
+	if err := w.store.RecordLayerUses(ctx, key, uses); err != nil {
+		return rec.fail(ctx, fmt.Errorf("record layers: %w", err), final)
+	}
+	if err := w.store.Succeed(ctx, key, db.JobResult{BytesRead: stats.bytesRead, OptionsHash: hash}); err != nil {
+		return w.transientOrFailed(fmt.Errorf("record job success: %w", err), final)
+	}
+	for _, r := range results {
+		log.Info("soci index pushed", "index", r.Desc.Digest, "version", r.Version.String(),
+			"platform", index.FormatPlatform(r.Platform), "v2_tag", r.Tag, "ztocs", len(r.Index.Blobs))
+	}
+	log.Info("job succeeded", "indexes", len(results), "ztocs_built", builtCount, "ztocs_reused", reused,
+		"bytes_read", stats.bytesRead, "seconds", stats.end.Sub(stats.start).Seconds())
+	return OutcomeSucceeded, nil
+}
+
+// buildStats times a build: layersDone is when the last layer's zTOC was
+// built or reused, so layersDone-start is download+build and end-layersDone
+// is the pushing of the indexes.
+type buildStats struct {
+	start, layersDone, end time.Time
+	bytesRead              int64
+}
+
+// build builds and pushes img's SOCI indexes with the worker's options,
+// its artifacts database and its locks.
+func (w *Worker) build(ctx context.Context, log *slog.Logger, repo index.Repository, img index.Image) ([]index.IndexWithMetadata, buildStats, error) {
 	var (
-		bytesRead   atomic.Int64
-		lastLayerMu sync.Mutex
-		lastLayer   time.Time
+		bytesRead  atomic.Int64
+		mu         sync.Mutex
+		layersDone time.Time
 	)
 	progress := func(p index.LayerProgress) {
 		switch p.State {
 		case index.LayerBuilt, index.LayerReused, index.LayerSkipped, index.LayerFailed:
-			lastLayerMu.Lock()
-			lastLayer = time.Now()
-			lastLayerMu.Unlock()
+			mu.Lock()
+			layersDone = time.Now()
+			mu.Unlock()
 		}
 		if p.State == index.LayerBuilt {
 			bytesRead.Add(p.Total)
@@ -298,44 +339,21 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 		index.WithLogger(log),
 		index.WithProgress(progress),
 	)
+	stats := buildStats{start: time.Now()}
 	builder, err := index.NewIndexBuilder(repo, opts...)
 	if err != nil {
-		return rec.fail(ctx, fmt.Errorf("index builder: %w", err), true)
+		return nil, stats, fmt.Errorf("index builder: %w", err)
 	}
-	buildStart := time.Now()
-	results, err := builder.BuildImage(ctx, index.Image{Descriptor: desc, Tag: job.Tag})
-	end := time.Now()
-	w.metrics.addBytes(bytesRead.Load())
-	if errors.Is(err, index.ErrEmptyIndex) {
-		return rec.skip(ctx, "no layer gets a zTOC (all smaller than the minimum layer size, or zstd)")
+	results, err := builder.BuildImage(ctx, img)
+	stats.end = time.Now()
+	stats.bytesRead = bytesRead.Load()
+	mu.Lock()
+	stats.layersDone = layersDone
+	mu.Unlock()
+	if stats.layersDone.IsZero() || stats.layersDone.After(stats.end) {
+		stats.layersDone = stats.end
 	}
-	if err != nil {
-		return rec.fail(ctx, fmt.Errorf("build soci index: %w", err), final)
-	}
-	lastLayerMu.Lock()
-	built := lastLayer
-	lastLayerMu.Unlock()
-	if built.IsZero() || built.After(end) {
-		built = end
-	}
-	w.metrics.observeStage(StageBuild, built.Sub(buildStart))
-	w.metrics.observeStage(StagePush, end.Sub(built))
-
-	uses, builtCount, reused := layerUses(results)
-	w.metrics.countZtocs(builtCount, reused)
-	if err := w.store.RecordLayerUses(ctx, key, uses); err != nil {
-		return rec.fail(ctx, fmt.Errorf("record layers: %w", err), final)
-	}
-	if err := w.store.Succeed(ctx, key, db.JobResult{BytesRead: bytesRead.Load(), OptionsHash: hash}); err != nil {
-		return w.transientOrFailed(fmt.Errorf("record job success: %w", err), final)
-	}
-	for _, r := range results {
-		log.Info("soci index pushed", "index", r.Desc.Digest, "version", r.Version.String(),
-			"platform", index.FormatPlatform(r.Platform), "v2_tag", r.Tag, "ztocs", len(r.Index.Blobs))
-	}
-	log.Info("job succeeded", "indexes", len(results), "ztocs_built", builtCount, "ztocs_reused", reused,
-		"bytes_read", bytesRead.Load(), "seconds", end.Sub(buildStart).Seconds())
-	return OutcomeSucceeded, nil
+	return results, stats, err
 }
 
 // optionsHashFor is the options hash of one build. With v2 the tag is part

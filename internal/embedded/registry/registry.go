@@ -123,6 +123,9 @@ func config(opts Options, addr string) *configuration.Configuration {
 	cfg := &configuration.Configuration{Storage: storage}
 	cfg.HTTP.Addr = addr
 	cfg.HTTP.Secret = "soci-indexer-embedded"
+	// The catalog default (1000) applies only to parsed YAML; without it
+	// /v2/_catalog is always empty, and backfill walks the catalog.
+	cfg.Catalog.MaxEntries = 1000
 	cfg.Notifications.EventConfig.IncludeReferences = true
 	for i, n := range opts.Notifications {
 		ep := configuration.Endpoint{
