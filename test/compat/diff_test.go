@@ -1,12 +1,19 @@
 package compat
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"testing"
+	"time"
 
 	sociztoc "github.com/awslabs/soci-snapshotter/ztoc"
 	sociflatbuf "github.com/awslabs/soci-snapshotter/ztoc/fbs/ztoc"
@@ -203,4 +210,70 @@ func rawModTimes(b []byte) []string {
 		}
 	}
 	return times
+}
+
+// TestDiffZtocsNamesTheDifference checks the failure report itself: zTOCs
+// that differ in a TOC entry, a checkpoint and a mod_time text are each
+// explained, and equal ones only by layout.
+func TestDiffZtocsNamesTheDifference(t *testing.T) {
+	layer := filepath.Join(t.TempDir(), "layer.tar.gz")
+	if err := writeSmallLayer(layer); err != nil {
+		t.Fatal(err)
+	}
+	want, err := buildWithSoci(layer, 16<<10, "gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, err := sociztoc.Unmarshal(bytes.NewReader(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.FileMetadata[1].Mode = 0o600
+	z.FileMetadata[2].ModTime = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // written as ""
+	z.Checkpoints[zinfoHeaderSize+checkpointSize+16]++                       // bits of checkpoint 1
+	r, _, err := sociztoc.Marshal(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	report := diffZtocs(want, got)
+	for _, fragment := range []string{"toc[1]:", "checkpoint 1: soci in=", "mod_time text: soci \"", `ours ""`} {
+		if !strings.Contains(report, fragment) {
+			t.Errorf("report lacks %q:\n%s", fragment, report)
+		}
+	}
+	if report := diffZtocs(want, want); !strings.Contains(report, "layout") {
+		t.Errorf("equal zTOCs: report %q, want the layout explanation", report)
+	}
+}
+
+// writeSmallLayer writes a gzip layer of three files, about 100 KB of
+// tar, big enough for several 16 KiB spans.
+func writeSmallLayer(path string) (err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, f.Close()) }()
+	zw := gzip.NewWriter(f)
+	tw := tar.NewWriter(zw)
+	for i, size := range []int{40_000, 30_000, 30_000} {
+		data := bytes.Repeat([]byte(fmt.Sprintf("file %d line\n", i)), size/12)
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("f%d", i), Mode: 0o644, Size: int64(len(data)),
+			ModTime: time.Date(2023, 5, 6, 7, 8, 9, 0, time.UTC)}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
 }

@@ -275,7 +275,7 @@ func checkRoundTrip(t *testing.T, sociBytes []byte) {
 	}
 }
 
-// checkRefusedByBoth: soci fails on the layer, and so must we.
+// checkRefusedByBoth checks that soci fails on the layer and that we do too.
 func checkRefusedByBoth(t *testing.T, layer corpus.Layer) {
 	const span = 1 << 20
 	_, sociErr := buildWithSoci(layer.Path, span, layer.Compression)
