@@ -56,6 +56,9 @@ func (b *IndexBuilder) GetImageManifestDescriptor(ctx context.Context, image oci
 // platforms, or every platform of an image index but attestations.
 func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descriptor) ([]platformManifest, error) {
 	var descs []ocispec.Descriptor
+	// requested[i] is the platform asked for descs[i], kept as given (soci
+	// records the platform it was asked to build, not the listed one).
+	var requested []*ocispec.Platform
 	switch {
 	case isImageManifest(image.MediaType):
 		descs = []ocispec.Descriptor{image}
@@ -66,6 +69,7 @@ func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descri
 				return nil, err
 			}
 			descs = append(descs, d)
+			requested = append(requested, &p)
 		}
 	case isImageIndex(image.MediaType):
 		var idx ocispec.Index
@@ -94,7 +98,7 @@ func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descri
 	}
 
 	out := make([]platformManifest, 0, len(descs))
-	for _, d := range descs {
+	for i, d := range descs {
 		pm := platformManifest{desc: d}
 		raw, err := fetchJSON(ctx, b.repo, d, &pm.manifest)
 		if err != nil {
@@ -104,10 +108,15 @@ func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descri
 		if at := pm.manifest.Config.MediaType; at == SociIndexArtifactTypeV1 || at == SociIndexArtifactTypeV2 || pm.manifest.ArtifactType != "" {
 			return nil, fmt.Errorf("%w: %s is an artifact (%s)", ErrNotImage, d.Digest, at)
 		}
-		if d.Platform != nil {
-			pm.platform = NormalizePlatform(*d.Platform)
-		} else if pm.platform, err = b.configPlatform(ctx, pm.manifest.Config); err != nil {
-			return nil, err
+		switch {
+		case i < len(requested):
+			pm.platform = *requested[i]
+		case d.Platform != nil:
+			pm.platform = *d.Platform
+		default:
+			if pm.platform, err = b.configPlatform(ctx, pm.manifest.Config); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, pm)
 	}

@@ -100,15 +100,17 @@ func WithBuilderVersion(v string) BuildOption {
 
 // WithPlatform adds a platform to index. It may be repeated. Without it,
 // and without WithAllPlatforms, every platform of an image index is indexed.
+// Platforms are matched after normalization, but p is kept as given: like
+// soci convert, the SOCI index descriptor of a v2 image carries the platform
+// it was built for (linux/arm64/v8 stays v8), which its digest depends on.
 func WithPlatform(p ocispec.Platform) BuildOption {
 	return func(c *buildConfig) error {
-		n := NormalizePlatform(p)
 		for _, q := range c.platforms {
-			if MatchPlatform(q, n) {
+			if MatchPlatform(q, p) {
 				return nil
 			}
 		}
-		c.platforms = append(c.platforms, n)
+		c.platforms = append(c.platforms, p)
 		return nil
 	}
 }

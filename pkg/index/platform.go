@@ -49,8 +49,11 @@ func NormalizePlatform(p ocispec.Platform) ocispec.Platform {
 	return p
 }
 
-// ParsePlatform parses "os/arch[/variant]" (or "arch" alone for linux) and
-// normalizes the result.
+// ParsePlatform parses "os/arch[/variant]" (or "arch" alone for linux) the
+// way containerd's platforms.Parse does for soci's --platform flag: names are
+// normalized, but an explicit arm64 variant stays "v8" and a two-part "arm"
+// has no variant. The result is what a v2 SOCI index descriptor records, so
+// it must be the same as soci's for the same flag.
 func ParsePlatform(s string) (ocispec.Platform, error) {
 	parts := strings.Split(s, "/")
 	var p ocispec.Platform
@@ -69,7 +72,14 @@ func ParsePlatform(s string) (ocispec.Platform, error) {
 			return ocispec.Platform{}, fmt.Errorf("platform %q: empty component", s)
 		}
 	}
-	return NormalizePlatform(p), nil
+	p = NormalizePlatform(p)
+	switch {
+	case len(parts) == 3 && p.Architecture == "arm64" && p.Variant == "":
+		p.Variant = "v8"
+	case len(parts) < 3 && p.Architecture == "arm" && p.Variant == "v7":
+		p.Variant = ""
+	}
+	return p, nil
 }
 
 // FormatPlatform writes p as "os/arch[/variant]", the form soci records in

@@ -42,8 +42,13 @@ func TestMatchPlatformIsStrict(t *testing.T) {
 
 func TestParsePlatform(t *testing.T) {
 	p, err := ParsePlatform("linux/arm64/v8")
-	if err != nil || FormatPlatform(p) != "linux/arm64" {
+	if err != nil || FormatPlatform(p) != "linux/arm64/v8" || !MatchPlatform(p, ocispec.Platform{OS: "linux", Architecture: "arm64"}) {
 		t.Fatalf("linux/arm64/v8: %v %v", p, err)
+	}
+	for in, want := range map[string]string{"linux/aarch64": "linux/arm64", "linux/arm/v7": "linux/arm/v7", "linux/arm": "linux/arm", "linux/x86_64": "linux/amd64", "linux/arm64": "linux/arm64"} {
+		if p, err := ParsePlatform(in); err != nil || FormatPlatform(p) != want {
+			t.Errorf("ParsePlatform(%q) = %v, %v; want %s", in, FormatPlatform(p), err, want)
+		}
 	}
 	for _, bad := range []string{"", "linux//", "a/b/c/d"} {
 		if _, err := ParsePlatform(bad); err == nil {

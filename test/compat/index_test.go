@@ -15,7 +15,8 @@ import (
 // decodes a fetched SOCI index and stores soci.MarshalIndex of it under the
 // original digest, so our JSON must survive that re-encoding byte for byte.
 // It must also equal what soci's own constructor and encoder write for the
-// same content. Digest equality of whole built indexes is not covered here.
+// same content. Digest equality of whole built indexes is
+// TestIndexBuildDigests (index_build_test.go).
 func TestIndexCanonicalJSON(t *testing.T) {
 	layerDigest := digest.FromString("layer one")
 	ztocDesc := func(name string, extra map[string]string) ocispec.Descriptor {
