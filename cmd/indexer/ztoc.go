@@ -90,15 +90,12 @@ func newZtocCreateCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", layerPath, err)
 			}
-			blob, err := ztoc.Marshal(res.Ztoc)
+			ztocDigest, ztocSize, err := writeZtocFile(output, res.Ztoc)
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(output, blob, 0o644); err != nil {
-				return err
-			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "ztoc  %s %d %s\n", digest.FromBytes(blob), len(blob), output)
+			fmt.Fprintf(out, "ztoc  %s %d %s\n", ztocDigest, ztocSize, output)
 			fmt.Fprintf(out, "layer %s %d %s\n", res.LayerDigest, res.LayerSize, compression)
 			return nil
 		},
@@ -110,6 +107,29 @@ func newZtocCreateCmd() *cobra.Command {
 	fl.StringVarP(&output, "output", "o", "", "file to write the zTOC to (default LAYER.ztoc)")
 	fl.StringVar(&tool, "build-tool-identifier", ztoc.DefaultBuildToolIdentifier, "build tool recorded in the zTOC")
 	return cmd
+}
+
+// writeZtocFile encodes z straight into the file at path, hashing it on the
+// way, so that the zTOC's checkpoints are never copied into a second buffer.
+func writeZtocFile(path string, z *ztoc.Ztoc) (digest.Digest, int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", 0, err
+	}
+	digester := digest.SHA256.Digester()
+	w := bufio.NewWriterSize(io.MultiWriter(f, digester.Hash()), 1<<20)
+	n, err := z.WriteTo(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return digester.Digest(), n, nil
 }
 
 // openZtocLayer opens a layer file, or stdin for "-". size is -1 when unknown.

@@ -1,7 +1,10 @@
 package ztoc
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -69,7 +72,66 @@ const (
 //
 // Modification times are written in UTC, the form soci writes when run with
 // TZ=UTC, so the output does not depend on the local time zone.
+//
+// Marshal allocates the output once, at its exact size. To write a large
+// zTOC without holding a second copy of its checkpoints, use WriteTo.
 func Marshal(z *Ztoc) ([]byte, error) {
+	e, err := encode(z)
+	if err != nil {
+		return nil, err
+	}
+	out := bytes.NewBuffer(make([]byte, 0, e.size()))
+	if _, err := e.writeTo(out); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// WriteTo writes the bytes Marshal returns to w. Besides z it holds only
+// the encoded TOC and span digests: the checkpoints, most of a gzip zTOC,
+// go to w straight from z.Checkpoints.
+func (z *Ztoc) WriteTo(w io.Writer) (int64, error) {
+	e, err := encode(z)
+	if err != nil {
+		return 0, err
+	}
+	return e.writeTo(w)
+}
+
+// encodedZtoc is a zTOC flatbuffer without most of its checkpoint bytes.
+//
+// The builder is given only the last len(checkpoints)%8 bytes of the
+// checkpoints vector. Leaving out a multiple of 8 bytes changes no
+// alignment the builder computes, so the buffer differs from the real one
+// only by the missing bytes and by the offsets that span them: those from
+// the root table, built after the vector, to the TOC and strings built
+// before it, and a table's offset to a shared vtable built before it.
+// encode adds the missing length to those offsets; writeTo puts the
+// missing bytes back.
+type encodedZtoc struct {
+	buf         []byte // the flatbuffer, with the vector cut short
+	vector      int    // position in buf of the checkpoints vector's length
+	checkpoints []byte // the whole vector's data
+	missing     int    // bytes of checkpoints missing from buf
+}
+
+func (e *encodedZtoc) size() int { return len(e.buf) + e.missing }
+
+func (e *encodedZtoc) writeTo(w io.Writer) (int64, error) {
+	var length [flatbuffers.SizeUOffsetT]byte
+	binary.LittleEndian.PutUint32(length[:], uint32(len(e.checkpoints)))
+	var written int64
+	for _, part := range [][]byte{e.buf[:e.vector], length[:], e.checkpoints[:e.missing], e.buf[e.vector+len(length):]} {
+		n, err := w.Write(part)
+		written += int64(n)
+		if err != nil {
+			return written, fmt.Errorf("write ztoc: %w", err)
+		}
+	}
+	return written, nil
+}
+
+func encode(z *Ztoc) (*encodedZtoc, error) {
 	var algorithm byte
 	switch z.CompressionAlgorithm {
 	case "":
@@ -80,13 +142,16 @@ func Marshal(z *Ztoc) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("marshal ztoc: unknown compression algorithm %q", z.CompressionAlgorithm)
 	}
+	e := &encodedZtoc{checkpoints: z.Checkpoints, missing: len(z.Checkpoints) &^ 7}
 
-	b := flatbuffers.NewBuilder(0)
+	// Sized for the whole buffer up front: a growing builder copies
+	// itself at every doubling.
+	b := flatbuffers.NewBuilder(encodedSizeBound(z, len(z.Checkpoints)-e.missing))
 	version := b.CreateString(z.Version)
 	tool := b.CreateString(z.BuildToolIdentifier)
 	toc := marshalTOC(b, z.FileMetadata)
 
-	checkpoints := b.CreateByteVector(z.Checkpoints)
+	checkpoints := b.CreateByteVector(z.Checkpoints[e.missing:])
 	digests := make([]flatbuffers.UOffsetT, len(z.SpanDigests))
 	for i, d := range z.SpanDigests {
 		digests[i] = b.CreateString(d.String())
@@ -110,7 +175,88 @@ func Marshal(z *Ztoc) ([]byte, error) {
 	b.PrependInt64Slot(ztocSlotUncompressedArchiveSize, z.UncompressedArchiveSize, 0)
 	b.PrependUOffsetTSlot(ztocSlotCompressionInfo, compressionInfo, 0)
 	b.Finish(b.EndObject())
-	return b.FinishedBytes(), nil
+
+	e.buf = b.FinishedBytes()
+	e.vector = len(e.buf) - int(checkpoints)
+	if err := e.fixOffsetsAcrossVector(ztocSlotCompressionInfo); err != nil {
+		return nil, fmt.Errorf("marshal ztoc: %w", err)
+	}
+	return e, nil
+}
+
+// fixOffsetsAcrossVector adds the missing checkpoint bytes to every offset
+// in the tables built after the checkpoints vector that points past it.
+// Those are the root table and the compression info table it points to;
+// everything else the builder wrote after the vector is span digests, which
+// point only to each other.
+func (e *encodedZtoc) fixOffsetsAcrossVector(compressionInfoSlot int) error {
+	if e.missing == 0 {
+		return nil
+	}
+	root, err := rootTable(e.buf)
+	if err != nil {
+		return err
+	}
+	infoField := root.field(compressionInfoSlot)
+	info, err := tableAt(e.buf, infoField+e.uoffsetAt(infoField))
+	if err != nil {
+		return err
+	}
+	for _, t := range []struct {
+		table       fbTable
+		offsetSlots []int
+	}{
+		{root, []int{ztocSlotVersion, ztocSlotBuildToolIdentifier, ztocSlotTOC, ztocSlotCompressionInfo}},
+		{info, []int{compressionSlotSpanDigests, compressionSlotCheckpoints}},
+	} {
+		// A table's vtable is at its position minus a signed offset; it
+		// is past the vector when the builder shared an older vtable.
+		if int(t.table.vtable) > e.vector {
+			soff := int32(binary.LittleEndian.Uint32(e.buf[t.table.pos:]))
+			binary.LittleEndian.PutUint32(e.buf[t.table.pos:], uint32(soff-int32(e.missing)))
+		}
+		for _, slot := range t.offsetSlots {
+			if at := t.table.field(slot); at != 0 && int(at+e.uoffsetAt(at)) > e.vector {
+				binary.LittleEndian.PutUint32(e.buf[at:], uint32(e.uoffsetAt(at)+uint64(e.missing)))
+			}
+		}
+	}
+	return nil
+}
+
+// uoffsetAt reads the unsigned offset at a position of buf, which the
+// builder has just written and so is in range.
+func (e *encodedZtoc) uoffsetAt(at uint64) uint64 {
+	return uint64(binary.LittleEndian.Uint32(e.buf[at:]))
+}
+
+// encodedSizeBound is an upper bound on the builder's output for z with
+// checkpointBytes of checkpoints, a little above the real size: each
+// string, table, vtable and vector is counted with its largest padding.
+func encodedSizeBound(z *Ztoc, checkpointBytes int) int {
+	const (
+		stringOverhead = 4 + 1 + 3                 // length, NUL, padding
+		vectorOverhead = 4 + 4                     // length, padding
+		fileTable      = 4 + 5*8 + 7*4 + 2*4 + 3*4 // soffset, fields, padding before int64s
+		fileVtable     = 4 + 2*fileSlots + 2
+		xattrTable     = 4 + 2*4 + 4 + 2*xattrSlots + 2
+		fixed          = 512 // root, TOC and compression info tables, vtables, root offset
+	)
+	n := fixed + len(z.Version) + len(z.BuildToolIdentifier) + 2*stringOverhead
+	n += vectorOverhead + checkpointBytes
+	n += vectorOverhead + len(z.SpanDigests)*(4+stringOverhead)
+	for _, d := range z.SpanDigests {
+		n += len(d)
+	}
+	n += vectorOverhead + len(z.FileMetadata)*(4+fileTable+fileVtable+vectorOverhead+6*stringOverhead)
+	for i := range z.FileMetadata {
+		f := &z.FileMetadata[i]
+		n += len(f.Name) + len(f.Type) + len(f.Linkname) + len(f.Uname) + len(f.Gname) + len(time.RFC3339Nano)
+		for k, v := range f.PAXHeaders {
+			n += 4 + xattrTable + 2*stringOverhead + len(k) + len(v)
+		}
+	}
+	return n
 }
 
 // marshalTOC writes the entries from last to first, as soci does.

@@ -3,7 +3,6 @@ package ztoc
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 )
@@ -175,34 +174,57 @@ func decodeGzipZinfo(b []byte) (*gzipZinfo, error) {
 	return g, nil
 }
 
-// zinfoWriter appends checkpoints to a blob in the current (v2) form.
+// checkpointsPerChunk is how many checkpoint records a zinfoWriter chunk
+// holds when full: about 1 MiB.
+const checkpointsPerChunk = 32
+
+// zinfoWriter collects checkpoints in the current (v2) form. It keeps the
+// records in chunks and copies them once, into a blob of the exact size:
+// growing one slice would copy the blob at every growth and leave up to a
+// quarter of it unused, and the checkpoints are most of a zTOC.
 type zinfoWriter struct {
-	blob []byte
+	spanSize int64
+	chunks   [][]byte
+	n        int
 }
 
 func newZinfoWriter(spanSize int64) *zinfoWriter {
-	w := &zinfoWriter{blob: make([]byte, zinfoHeaderSize, zinfoHeaderSize+4*checkpointSize)}
-	binary.LittleEndian.PutUint64(w.blob[4:12], uint64(spanSize))
-	return w
+	return &zinfoWriter{spanSize: spanSize}
 }
 
 // add appends a checkpoint and returns its window, for the caller to fill.
 func (w *zinfoWriter) add(in, out int64, bits uint8) *[WindowSize]byte {
-	w.blob = binary.LittleEndian.AppendUint64(w.blob, uint64(in))
-	w.blob = binary.LittleEndian.AppendUint64(w.blob, uint64(out))
-	w.blob = append(w.blob, bits)
-	start := len(w.blob)
-	w.blob = slices.Grow(w.blob, WindowSize)[:start+WindowSize]
-	return (*[WindowSize]byte)(w.blob[start:])
+	last := len(w.chunks) - 1
+	if last < 0 || len(w.chunks[last]) == cap(w.chunks[last]) {
+		// Chunks double up to their full size, so that a small layer
+		// does not allocate a whole one.
+		records := min(checkpointsPerChunk, max(1, w.n))
+		w.chunks = append(w.chunks, make([]byte, 0, records*checkpointSize))
+		last++
+	}
+	c := binary.LittleEndian.AppendUint64(w.chunks[last], uint64(in))
+	c = binary.LittleEndian.AppendUint64(c, uint64(out))
+	c = append(c, bits)
+	start := len(c)
+	c = c[:start+WindowSize]
+	w.chunks[last] = c
+	w.n++
+	return (*[WindowSize]byte)(c[start:])
 }
 
-func (w *zinfoWriter) count() int {
-	return (len(w.blob) - zinfoHeaderSize) / checkpointSize
-}
+func (w *zinfoWriter) count() int { return w.n }
 
+// bytes assembles the blob and drops the chunks.
 func (w *zinfoWriter) bytes() []byte {
-	binary.LittleEndian.PutUint32(w.blob[0:4], uint32(w.count()))
-	return w.blob
+	blob := make([]byte, zinfoHeaderSize, zinfoHeaderSize+w.n*checkpointSize)
+	binary.LittleEndian.PutUint32(blob[0:4], uint32(w.n))
+	binary.LittleEndian.PutUint64(blob[4:12], uint64(w.spanSize))
+	for i, c := range w.chunks {
+		blob = append(blob, c...)
+		w.chunks[i] = nil // collectable while the rest is copied
+	}
+	w.chunks = nil
+	return blob
 }
 
 // tarZinfo is the geometry of an uncompressed layer: fixed spans of the file.
