@@ -24,6 +24,11 @@ import (
 // error, 408, 429, 5xx) is retried.
 const DefaultMaxRetries = 5
 
+// ErrNoCredentials is returned when a registry answers 401 with a basic
+// auth challenge and the client has no credentials for it. oras-go reports
+// only that no basic credential was found; this says why.
+var ErrNoCredentials = errors.New("registry requires credentials (401 Unauthorized) and none are configured")
+
 // Options configure a Client. The zero value talks HTTPS anonymously, or
 // with the credentials of the Docker config file when it has some.
 type Options struct {
@@ -118,10 +123,23 @@ func (c *Client) Repository(reference string) (*remote.Repository, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: %w", reference, err)
 	}
-	repo.Client = c.auth
+	repo.Client = explainedAuth{c.auth}
 	repo.PlainHTTP = c.plainHTTP
 	repo.SkipReferrersGC = true
 	return repo, nil
+}
+
+// explainedAuth is the auth client with a missing basic credential
+// reported as ErrNoCredentials. Wrong credentials need no help: the
+// registry's 401 comes back as an errcode.ErrorResponse.
+type explainedAuth struct{ *auth.Client }
+
+func (c explainedAuth) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.Client.Do(req)
+	if errors.Is(err, auth.ErrBasicCredentialNotFound) {
+		return nil, fmt.Errorf("%w for %s: %w", ErrNoCredentials, req.URL.Host, err)
+	}
+	return resp, err
 }
 
 // credentialFunc picks the credentials: a token, then a username and

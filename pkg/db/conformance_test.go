@@ -37,6 +37,7 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 		{"JobNotFound", testJobNotFound},
 		{"ListJobs", testListJobs},
 		{"RemoveImageKeepsSharedZtocs", testRemoveImage},
+		{"IndexEntriesOf", testIndexEntriesOf},
 		{"Reports", testReports},
 		{"Lock", testLock},
 	}
@@ -644,6 +645,52 @@ func testRemoveImage(t *testing.T, s Store) {
 	if err != nil || len(removal.Indexes)+len(removal.Ztocs)+len(removal.Deleted) != 0 {
 		t.Errorf("RemoveImage(unknown) = %+v, %v; want nothing removed", removal, err)
 	}
+}
+
+// testIndexEntriesOf: a v1 index found by image digest, a v2 one by
+// location (its platform manifest), neither zTOCs nor indexes held only in
+// another repository.
+func testIndexEntriesOf(t *testing.T, s Store) {
+	ctx := context.Background()
+	img, platform := fakeDigest("image index"), fakeDigest("platform manifest")
+	v1 := indexEntry("v1", platform, repoA)
+	v1.ImageDigest = img
+	v2 := indexEntry("v2", platform, repoA)
+	v2.ImageDigest = fakeDigest("soci-enabled index")
+	elsewhere := indexEntry("b", img, repoB)
+	z := ztocEntry(img, 1<<22, "v1", repoA) // a zTOC whose Location matches
+	mustWrite(t, s, v1, v2, elsewhere, z)
+
+	digestsOf := func(entries []*index.ArtifactEntry) []string {
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.Digest)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		digests []string
+		want    []string
+	}{
+		{[]string{img}, []string{v1.Digest}},
+		{[]string{platform}, sorted(v1.Digest, v2.Digest)},
+		{[]string{img, v2.ImageDigest}, sorted(v1.Digest, v2.Digest)},
+		{[]string{fakeDigest("unknown")}, nil},
+		{nil, nil},
+	} {
+		got, err := s.IndexEntriesOf(ctx, repoA.Registry, repoA.Repository, tc.digests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(digestsOf(got), tc.want) {
+			t.Errorf("IndexEntriesOf(%v) = %v, want %v", tc.digests, digestsOf(got), tc.want)
+		}
+	}
+	got, err := s.IndexEntriesOf(ctx, repoA.Registry, repoA.Repository, []string{platform})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEntry(t, got[1], v2)
 }
 
 func sorted(s ...string) []string {

@@ -45,6 +45,11 @@ type ArtifactStore interface {
 	// image of that repository uses. Artifacts left with no location and no
 	// use are deleted; zTOCs still used elsewhere stay.
 	RemoveImage(ctx context.Context, registry, repository, imageDigest string) (*Removal, error)
+	// IndexEntriesOf returns the SOCI index entries held in the repository
+	// that were built for one of digests: those whose ImageDigest or
+	// Location is one of them, ordered by digest. It is how a deleted image
+	// finds its indexes without walking every artifact.
+	IndexEntriesOf(ctx context.Context, registry, repository string, digests []string) ([]*index.ArtifactEntry, error)
 }
 
 // LayerUse is one layer of an indexed image and the zTOC it got.

@@ -332,6 +332,27 @@ func (s *postgresStore) GetArtifactEntriesByImageDigest(ctx context.Context, ima
 	return digests, nil
 }
 
+func (s *postgresStore) IndexEntriesOf(ctx context.Context, registry, repository string, digests []string) ([]*index.ArtifactEntry, error) {
+	if len(digests) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, pgArtifactSelect+`
+		WHERE a.type = 'soci_index' AND (a.image_digest = ANY($3) OR a.location = ANY($3))
+		AND EXISTS (SELECT 1 FROM artifact_locations l
+			WHERE l.digest = a.digest AND l.registry = $1 AND l.repository = $2)
+		ORDER BY a.digest`, registry, repository, digests)
+	if err != nil {
+		return nil, fmt.Errorf("db: indexes of %s/%s@%v: %w", registry, repository, digests, err)
+	}
+	entries, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*index.ArtifactEntry, error) {
+		return scanArtifact(row)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("db: indexes of %s/%s@%v: %w", registry, repository, digests, err)
+	}
+	return entries, nil
+}
+
 func (s *postgresStore) RemoveArtifactEntryByIndexDigest(ctx context.Context, dgst string) error {
 	tag, err := s.pool.Exec(ctx, "DELETE FROM artifacts WHERE digest = $1 AND type = 'soci_index'", dgst)
 	if err != nil {

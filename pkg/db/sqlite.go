@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -244,6 +245,27 @@ func (s *sqliteStore) GetArtifactEntriesByImageDigest(ctx context.Context, image
 		return nil, fmt.Errorf("db: indexes of image %s: %w", imageDigest, err)
 	}
 	return digests, nil
+}
+
+func (s *sqliteStore) IndexEntriesOf(ctx context.Context, registry, repository string, digests []string) ([]*index.ArtifactEntry, error) {
+	if len(digests) == 0 {
+		return nil, nil
+	}
+	// The digests go in as one JSON array: SQLite has no array parameters.
+	list, err := json.Marshal(digests)
+	if err != nil {
+		return nil, fmt.Errorf("db: indexes of %s/%s: %w", registry, repository, err)
+	}
+	entries, err := s.queryArtifacts(ctx, liteArtifactSelect+`
+		WHERE a.type = 'soci_index'
+		AND (a.image_digest IN (SELECT value FROM json_each(?3)) OR a.location IN (SELECT value FROM json_each(?3)))
+		AND EXISTS (SELECT 1 FROM artifact_locations l
+			WHERE l.digest = a.digest AND l.registry = ?1 AND l.repository = ?2)
+		ORDER BY a.digest`, registry, repository, string(list))
+	if err != nil {
+		return nil, fmt.Errorf("db: indexes of %s/%s@%v: %w", registry, repository, digests, err)
+	}
+	return entries, nil
 }
 
 func (s *sqliteStore) RemoveArtifactEntryByIndexDigest(ctx context.Context, dgst string) error {

@@ -286,10 +286,19 @@ func TestScheduledBackfill(t *testing.T) {
 // index naming them under tag, as a multi-platform push does.
 func pushMultiPlatform(t *testing.T, registry, repository, tag string) ocispec.Descriptor {
 	t.Helper()
+	idx, _ := pushMultiPlatformSeeds(t, registry, repository, tag, newSeeds(2))
+	return idx
+}
+
+// pushMultiPlatformSeeds is pushMultiPlatform with the one layer of the
+// amd64 and arm64 images drawn from seeds[0] and seeds[1]. It returns the
+// image index and the platform manifests.
+func pushMultiPlatformSeeds(t *testing.T, registry, repository, tag string, seeds []uint64) (ocispec.Descriptor, []ocispec.Descriptor) {
+	t.Helper()
 	ctx := context.Background()
 	var manifests []ocispec.Descriptor
-	for _, arch := range []string{"amd64", "arm64"} {
-		d := pushImage(t, registry, repository, "", testLayerSize)
+	for i, arch := range []string{"amd64", "arm64"} {
+		d := pushImageSeeds(t, registry, repository, "", seeds[i:i+1], []int64{testLayerSize})
 		d.Platform = &ocispec.Platform{OS: "linux", Architecture: arch}
 		manifests = append(manifests, d)
 	}
@@ -307,7 +316,7 @@ func pushMultiPlatform(t *testing.T, registry, repository, tag string) ocispec.D
 	if err != nil {
 		t.Fatal(err)
 	}
-	return desc
+	return desc, manifests
 }
 
 // TestMultiPlatformImage: the untagged platform manifests' events are

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
@@ -29,7 +31,7 @@ func (w *Worker) processDelete(ctx context.Context, log *slog.Logger, job queue.
 	if err != nil {
 		return OutcomeFailed, err
 	}
-	entries, err := w.indexEntriesOf(ctx, job.Registry, job.Repository, job.Digest)
+	entries, sociImages, err := w.indexEntriesOf(ctx, log, repo, job)
 	if err != nil {
 		return w.transientOrFailed(fmt.Errorf("find the image's soci indexes: %w", err), false)
 	}
@@ -42,7 +44,7 @@ func (w *Worker) processDelete(ctx context.Context, log *slog.Logger, job queue.
 			return w.transientOrFailed(err, false)
 		}
 	}
-	removal, err := w.store.RemoveImage(ctx, job.Registry, job.Repository, job.Digest)
+	removal, err := w.forget(ctx, job, sociImages)
 	if err != nil {
 		w.metrics.countDeleted(deleted)
 		return w.transientOrFailed(fmt.Errorf("forget the image: %w", err), false)
@@ -72,25 +74,120 @@ func (w *Worker) processDelete(ctx context.Context, log *slog.Logger, job queue.
 	return OutcomeSucceeded, nil
 }
 
-// indexEntriesOf returns the recorded SOCI indexes built for an image in one
-// repository: v1 indexes carry the image as ImageDigest, v2 ones as
-// Location (their ImageDigest is the SOCI-enabled image index).
-func (w *Worker) indexEntriesOf(ctx context.Context, registry, repository, imageDigest string) ([]*index.ArtifactEntry, error) {
-	loc := index.Location{Registry: registry, Repository: repository}
-	var out []*index.ArtifactEntry
-	err := w.store.Walk(ctx, func(e *index.ArtifactEntry) error {
-		if e.Type != index.ArtifactEntryTypeIndex || (e.ImageDigest != imageDigest && e.Location != imageDigest) {
-			return nil
+// indexEntriesOf returns the recorded SOCI indexes built for a deleted
+// image in its repository, and the digests of the v2 SOCI-enabled image
+// indexes among them (other than the image itself).
+//
+// v1 indexes carry the image as ImageDigest and a single-platform image's
+// v2 indexes carry it as Location. The v2 indexes of a multi-platform image
+// carry neither: their Location is a platform manifest and their
+// ImageDigest the SOCI-enabled image index, and the deleted image index
+// that would name them cannot be read any more. They are found through
+// the platform manifests of the image's v1 indexes (built with
+// --index-version both) and through the image's v2 tag, read from its job.
+func (w *Worker) indexEntriesOf(ctx context.Context, log *slog.Logger, repo *remote.Repository, job queue.Job) ([]*index.ArtifactEntry, []string, error) {
+	entries, err := w.store.IndexEntriesOf(ctx, job.Registry, job.Repository, []string{job.Digest})
+	if err != nil {
+		return nil, nil, err
+	}
+	var related []string
+	for _, e := range entries {
+		if e.ArtifactType == index.SociIndexArtifactTypeV1 && e.Location != job.Digest {
+			related = append(related, e.Location)
 		}
-		for _, l := range e.Locations {
-			if l == loc {
-				out = append(out, e)
-				break
-			}
+	}
+	sociImage, err := w.v2ImageByTag(ctx, log, repo, job)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sociImage != "" {
+		related = append(related, sociImage)
+	}
+	if len(related) > 0 {
+		more, err := w.store.IndexEntriesOf(ctx, job.Registry, job.Repository, related)
+		if err != nil {
+			return nil, nil, err
 		}
-		return nil
-	})
-	return out, err
+		entries = append(entries, more...)
+	}
+
+	var (
+		out        []*index.ArtifactEntry
+		sociImages []string
+		seenEntry  = map[string]bool{}
+		seenImage  = map[string]bool{job.Digest: true}
+	)
+	for _, e := range entries {
+		if seenEntry[e.Digest] {
+			continue
+		}
+		seenEntry[e.Digest] = true
+		out = append(out, e)
+		if e.ArtifactType == index.SociIndexArtifactTypeV2 && !seenImage[e.ImageDigest] {
+			seenImage[e.ImageDigest] = true
+			sociImages = append(sociImages, e.ImageDigest)
+		}
+	}
+	return out, sociImages, nil
+}
+
+// v2ImageByTag returns the digest of the SOCI-enabled image index pushed
+// under the v2 tag of the deleted image's tag, or "" when there is none or
+// it may not be the deleted image's. Distribution drops the tags of a
+// manifest deleted by digest: a tag that still resolves now names another
+// image, and its v2 tag is that image's.
+func (w *Worker) v2ImageByTag(ctx context.Context, log *slog.Logger, repo *remote.Repository, job queue.Job) (string, error) {
+	rec, err := w.store.Get(ctx, db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest})
+	if errors.Is(err, db.ErrJobNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the image's job: %w", err)
+	}
+	if rec.Tag == "" || rec.Status != db.JobSucceeded {
+		return "", nil
+	}
+	builder, err := index.NewIndexBuilder(repo, w.buildOpts...)
+	if err != nil {
+		return "", fmt.Errorf("index builder: %w", err)
+	}
+	v2Tag := builder.V2Tag(rec.Tag)
+	if v2Tag == rec.Tag {
+		return "", nil
+	}
+	_, err = repo.Manifests().Resolve(ctx, rec.Tag)
+	switch {
+	case err == nil:
+		log.Info("image tag names another image now: its v2 index is kept", "image_tag", rec.Tag, "v2_tag", v2Tag)
+		return "", nil
+	case !errors.Is(err, errdef.ErrNotFound):
+		return "", fmt.Errorf("resolve %s: %w", rec.Tag, err)
+	}
+	desc, err := repo.Manifests().Resolve(ctx, v2Tag)
+	switch {
+	case errors.Is(err, errdef.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("resolve %s: %w", v2Tag, err)
+	}
+	return desc.Digest.String(), nil
+}
+
+// forget makes the database forget the deleted image and the SOCI-enabled
+// image indexes built for it, the image last: its job holds the tag a
+// retry needs to find the v2 index again.
+func (w *Worker) forget(ctx context.Context, job queue.Job, sociImages []string) (*db.Removal, error) {
+	var all db.Removal
+	for _, d := range append(slices.Clip(sociImages), job.Digest) {
+		r, err := w.store.RemoveImage(ctx, job.Registry, job.Repository, d)
+		if err != nil {
+			return nil, err
+		}
+		all.Indexes = append(all.Indexes, r.Indexes...)
+		all.Ztocs = append(all.Ztocs, r.Ztocs...)
+		all.Deleted = append(all.Deleted, r.Deleted...)
+	}
+	return &all, nil
 }
 
 // deleteIndex deletes one SOCI index and, for v2, the image index and

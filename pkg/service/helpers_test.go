@@ -278,11 +278,16 @@ var seedCounter atomic.Uint64
 // content) to registry/repository:tag.
 func pushImage(t *testing.T, registry, repository, tag string, layerSizes ...int64) ocispec.Descriptor {
 	t.Helper()
-	seeds := make([]uint64, len(layerSizes))
+	return pushImageSeeds(t, registry, repository, tag, newSeeds(len(layerSizes)), layerSizes)
+}
+
+// newSeeds returns n layer seeds no other call returns.
+func newSeeds(n int) []uint64 {
+	seeds := make([]uint64, n)
 	for i := range seeds {
 		seeds[i] = uint64(time.Now().UnixNano()) + seedCounter.Add(1)
 	}
-	return pushImageSeeds(t, registry, repository, tag, seeds, layerSizes)
+	return seeds
 }
 
 // pushImageSeeds pushes an image whose layers are drawn from seeds: the

@@ -265,6 +265,13 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 		log.Info("job skipped: already indexed with the same options")
 		return OutcomeSkipped, nil
 	}
+	if job.Tag != "" {
+		// The tag is how the delete of a multi-platform image finds its v2
+		// index (gc.go): the job keeps the last one it was indexed under.
+		if _, err := w.store.UpsertQueued(ctx, key, job.Source, job.Tag); err != nil {
+			return w.transientOrFailed(fmt.Errorf("record job tag: %w", err), final)
+		}
+	}
 	if _, err := w.store.Start(ctx, key, w.name); err != nil {
 		return w.transientOrFailed(fmt.Errorf("record job start: %w", err), final)
 	}

@@ -11,13 +11,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // registers "htpasswd"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // registers "filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"   // registers "inmemory"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Notification is one notification endpoint of the registry.
@@ -50,7 +56,15 @@ type Options struct {
 	Notifications []Notification
 	// Log receives distribution's logs; nil discards them.
 	Log io.Writer
+	// Htpasswd, when not empty, makes the registry require basic auth with
+	// these users (user name to password), as a registry configured with
+	// an htpasswd file does.
+	Htpasswd map[string]string
 }
+
+// htpasswdRealm is the realm the registry names in its basic auth
+// challenges.
+const htpasswdRealm = "soci-indexer-embedded"
 
 // Registry is a running embedded registry.
 type Registry struct {
@@ -59,6 +73,8 @@ type Registry struct {
 	ln     net.Listener
 	cancel context.CancelFunc
 	done   chan struct{}
+	// authDir holds the htpasswd file, removed on Close.
+	authDir string
 }
 
 // Start starts a registry and returns once it accepts connections.
@@ -78,20 +94,33 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("embedded registry: listen on %s: %w", opts.Addr, err)
 	}
 	cfg := config(opts, ln.Addr().String())
+	var authDir string
+	if len(opts.Htpasswd) > 0 {
+		if authDir, err = writeHtpasswd(opts.Htpasswd); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{
+			"realm": htpasswdRealm,
+			"path":  filepath.Join(authDir, "htpasswd"),
+		}}
+	}
 
 	appCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	app, err := newApp(appCtx, cfg)
 	if err != nil {
 		cancel()
 		ln.Close()
+		removeDir(authDir)
 		return nil, err
 	}
 	r := &Registry{
-		app:    app,
-		srv:    &http.Server{Handler: app, ReadHeaderTimeout: 30 * time.Second},
-		ln:     ln,
-		cancel: cancel,
-		done:   make(chan struct{}),
+		app:     app,
+		srv:     &http.Server{Handler: app, ReadHeaderTimeout: 30 * time.Second},
+		ln:      ln,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		authDir: authDir,
 	}
 	go func() {
 		defer close(r.done)
@@ -108,6 +137,43 @@ func newApp(ctx context.Context, cfg *configuration.Configuration) (app *handler
 		}
 	}()
 	return handlers.NewApp(ctx, cfg), nil
+}
+
+// writeHtpasswd writes users as a bcrypt htpasswd file (the only hash
+// distribution accepts) into a new temporary directory and returns the
+// directory.
+func writeHtpasswd(users map[string]string) (string, error) {
+	names := make([]string, 0, len(users))
+	for name := range users {
+		if name == "" || strings.ContainsAny(name, ":\n") {
+			return "", fmt.Errorf("embedded registry: htpasswd user %q: empty or contains ':' or a newline", name)
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		hash, err := bcrypt.GenerateFromPassword([]byte(users[name]), bcrypt.DefaultCost)
+		if err != nil {
+			return "", fmt.Errorf("embedded registry: htpasswd user %q: %w", name, err)
+		}
+		fmt.Fprintf(&b, "%s:%s\n", name, hash)
+	}
+	dir, err := os.MkdirTemp("", "embedded-registry-auth-")
+	if err != nil {
+		return "", fmt.Errorf("embedded registry: htpasswd: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(b.String()), 0o600); err != nil {
+		removeDir(dir)
+		return "", fmt.Errorf("embedded registry: htpasswd: %w", err)
+	}
+	return dir, nil
+}
+
+func removeDir(dir string) {
+	if dir != "" {
+		_ = os.RemoveAll(dir)
+	}
 }
 
 func config(opts Options, addr string) *configuration.Configuration {
@@ -178,5 +244,6 @@ func (r *Registry) Close() error {
 	if aerr := r.app.Shutdown(); aerr != nil {
 		err = errors.Join(err, aerr)
 	}
+	removeDir(r.authDir)
 	return err
 }

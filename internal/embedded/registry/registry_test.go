@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +103,64 @@ func TestPushSendsNotification(t *testing.T) {
 		case <-deadline:
 			t.Fatal("no manifest push notification within 10s")
 		}
+	}
+}
+
+// TestHtpasswdRequiresBasicAuth: with Htpasswd the registry challenges
+// anonymous and wrong credentials with 401 and lets the users in; Close
+// removes the htpasswd file.
+func TestHtpasswdRequiresBasicAuth(t *testing.T) {
+	reg, err := Start(context.Background(), Options{Htpasswd: map[string]string{"alice": "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+
+	for _, tc := range []struct {
+		name, user, password string
+		want                 int
+	}{
+		{"anonymous", "", "", http.StatusUnauthorized},
+		{"wrong password", "alice", "guess", http.StatusUnauthorized},
+		{"unknown user", "bob", "s3cret", http.StatusUnauthorized},
+		{"user", "alice", "s3cret", http.StatusOK},
+	} {
+		req, err := http.NewRequest(http.MethodGet, reg.URL()+"/v2/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.user != "" {
+			req.SetBasicAuth(tc.user, tc.password)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+		if challenge := resp.Header.Get("WWW-Authenticate"); tc.want == http.StatusUnauthorized &&
+			!strings.HasPrefix(challenge, `Basic realm="`+htpasswdRealm+`"`) {
+			t.Errorf("%s: challenge %q, want basic auth", tc.name, challenge)
+		}
+	}
+
+	dir := reg.authDir
+	if _, err := os.Stat(filepath.Join(dir, "htpasswd")); err != nil {
+		t.Fatalf("htpasswd file: %v", err)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("htpasswd directory left after Close: %v", err)
+	}
+}
+
+func TestHtpasswdRejectsBadUserName(t *testing.T) {
+	if reg, err := Start(context.Background(), Options{Htpasswd: map[string]string{"a:b": "pw"}}); err == nil {
+		reg.Close()
+		t.Fatal("user name with ':' accepted")
 	}
 }

@@ -1,0 +1,136 @@
+package registryclient
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"oras.land/oras-go/v2/registry/remote/errcode"
+
+	"github.com/soci-indexer/soci-indexer/internal/demoimage"
+	"github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/pkg/index"
+)
+
+// TestBasicAuthRegistry pushes and indexes through a registry that
+// requires basic auth (htpasswd): the right credentials, given as options
+// or in a Docker config file, get in; none or wrong ones fail with 401.
+func TestBasicAuthRegistry(t *testing.T) {
+	ctx := context.Background()
+	reg, err := registry.Start(ctx, registry.Options{Htpasswd: map[string]string{"alice": "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+
+	dockerConfig := func(user, password string) string {
+		return dockerConfigFor(t, reg.Addr(), user, password)
+	}
+	good := map[string]Options{
+		"flags":         {Username: "alice", Password: "s3cret"},
+		"docker config": {DockerConfig: dockerConfig("alice", "s3cret")},
+	}
+	bad := map[string]Options{
+		"no credentials":            {NoDockerConfig: true},
+		"docker config, other host": {DockerConfig: dockerConfigFor(t, "elsewhere.example:5000", "alice", "s3cret")},
+		"wrong password":            {Username: "alice", Password: "guess"},
+		"docker config, wrong user": {DockerConfig: dockerConfig("bob", "s3cret")},
+	}
+
+	var seed uint64
+	for name, opts := range good {
+		t.Run(name, func(t *testing.T) {
+			seed++
+			opts.PlainHTTP = true
+			c, err := New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, err := c.Repository(reg.Addr() + "/auth/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			layer, err := demoimage.RandomLayer(seed, 256<<10, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tag := strings.ReplaceAll(name, " ", "-")
+			if _, err := demoimage.Push(ctx, repo, tag, []demoimage.Layer{layer}); err != nil {
+				t.Fatalf("push with credentials: %v", err)
+			}
+			builder, err := index.NewIndexBuilder(repo, index.WithMinLayerSize(0), index.WithSpanSize(64<<10),
+				index.WithIndexVersion(index.Both))
+			if err != nil {
+				t.Fatal(err)
+			}
+			results, err := builder.Build(ctx, tag)
+			if err != nil {
+				t.Fatalf("index with credentials: %v", err)
+			}
+			if len(results) != 2 {
+				t.Fatalf("%d soci indexes, want a v1 and a v2 one", len(results))
+			}
+			if _, err := repo.Resolve(ctx, builder.V2Tag(tag)); err != nil {
+				t.Errorf("v2 tag %s: %v", builder.V2Tag(tag), err)
+			}
+		})
+	}
+
+	for name, opts := range bad {
+		t.Run(name, func(t *testing.T) {
+			opts.PlainHTTP = true
+			c, err := New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, err := c.Repository(reg.Addr() + "/auth/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			layer, err := demoimage.RandomLayer(100, 64<<10, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = demoimage.Push(ctx, repo, "denied", []demoimage.Layer{layer})
+			assertUnauthorized(t, "push", err)
+
+			// The images the good clients pushed cannot be indexed either.
+			builder, err := index.NewIndexBuilder(repo, index.WithMinLayerSize(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = builder.Build(ctx, "flags")
+			assertUnauthorized(t, "index", err)
+		})
+	}
+}
+
+// dockerConfigFor writes a Docker config file with credentials for host.
+func dockerConfigFor(t *testing.T, host, user, password string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.json")
+	encoded := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	body := `{"auths":{"` + host + `":{"auth":"` + encoded + `"}}}`
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// assertUnauthorized checks that err is the registry's 401 (wrong
+// credentials) or ErrNoCredentials (none), and that its text says 401.
+func assertUnauthorized(t *testing.T, what string, err error) {
+	t.Helper()
+	var resp *errcode.ErrorResponse
+	if !errors.Is(err, ErrNoCredentials) && (!errors.As(err, &resp) || resp.StatusCode != http.StatusUnauthorized) {
+		t.Fatalf("%s: got %v, want a 401 from the registry", what, err)
+	}
+	if !strings.Contains(err.Error(), "401") {
+		t.Errorf("%s: error %q does not name the 401", what, err)
+	}
+}
