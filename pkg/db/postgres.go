@@ -20,6 +20,7 @@ import (
 
 // postgresStore is the Store on PostgreSQL, shared by every worker.
 type postgresStore struct {
+	sqlReporter
 	pool *pgxpool.Pool
 	// lockPool holds the connections of advisory locks, apart from pool so
 	// that lock holders can never starve the queries they wait to make.
@@ -57,12 +58,14 @@ func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, e
 		pool.Close()
 		return nil, fmt.Errorf("db: lock pool: %w", err)
 	}
-	return &postgresStore{
+	s := &postgresStore{
 		pool:      pool,
 		lockPool:  lockPool,
 		logger:    o.logger,
 		lockConns: make(map[*pgxpool.Conn]struct{}),
-	}, nil
+	}
+	s.sqlReporter = postgresReporter(s)
+	return s, nil
 }
 
 // connectPostgres opens a pool and proves it can reach the server, so a bad

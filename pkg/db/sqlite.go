@@ -18,6 +18,7 @@ import (
 
 // sqliteStore is the Store on a SQLite file, for one machine.
 type sqliteStore struct {
+	sqlReporter
 	db     *sql.DB
 	locks  *keyedMutex
 	logger *slog.Logger
@@ -43,7 +44,7 @@ func openSQLite(ctx context.Context, dsn string, o options) (*sqliteStore, error
 		return nil, err
 	}
 	report.log(o.logger)
-	return &sqliteStore{db: sqlDB, locks: newKeyedMutex(), logger: o.logger}, nil
+	return &sqliteStore{sqlReporter: sqliteReporter(sqlDB), db: sqlDB, locks: newKeyedMutex(), logger: o.logger}, nil
 }
 
 func connectSQLite(ctx context.Context, dsn string) (*sql.DB, error) {
