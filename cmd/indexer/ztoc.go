@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"runtime/metrics"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -85,17 +87,23 @@ func newZtocCreateCmd() *cobra.Command {
 				opts = append(opts, ztoc.WithProgress(read.Store))
 				stopProgress = showZtocProgress(f, &read, size)
 			}
-			res, err := ztoc.Build(cmd.Context(), r, opts...)
+			zf := &ztocFile{path: output, digester: digest.SHA256.Digester()}
+			stopLimit := limitHeapGrowth()
+			res, err := ztoc.BuildTo(cmd.Context(), r, zf, opts...)
+			stopLimit()
 			stopProgress()
+			if err == nil {
+				err = zf.close()
+			}
 			if err != nil {
+				zf.abort()
+				if zf.writeErr != nil {
+					return fmt.Errorf("%s: %w", output, zf.writeErr)
+				}
 				return fmt.Errorf("%s: %w", layerPath, err)
 			}
-			ztocDigest, ztocSize, err := writeZtocFile(output, res.Ztoc)
-			if err != nil {
-				return err
-			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "ztoc  %s %d %s\n", ztocDigest, ztocSize, output)
+			fmt.Fprintf(out, "ztoc  %s %d %s\n", zf.digester.Digest(), res.ZtocSize, output)
 			fmt.Fprintf(out, "layer %s %d %s\n", res.LayerDigest, res.LayerSize, compression)
 			return nil
 		},
@@ -109,27 +117,106 @@ func newZtocCreateCmd() *cobra.Command {
 	return cmd
 }
 
-// writeZtocFile encodes z straight into the file at path, hashing it on the
-// way, so that the zTOC's checkpoints are never copied into a second buffer.
-func writeZtocFile(path string, z *ztoc.Ztoc) (digest.Digest, int64, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return "", 0, err
+// ztocFile is the output of ztoc create. BuildTo writes the zTOC only once
+// the layer is read, so the file is created at the first write: a failed
+// build leaves an existing file alone. Writes are buffered and hashed on the
+// way, so the zTOC is never held a second time.
+type ztocFile struct {
+	path     string
+	digester digest.Digester
+	f        *os.File
+	w        *bufio.Writer
+	writeErr error // the first error of creating or writing the file
+}
+
+func (z *ztocFile) Write(p []byte) (int, error) {
+	if z.writeErr != nil {
+		return 0, z.writeErr
 	}
-	digester := digest.SHA256.Digester()
-	w := bufio.NewWriterSize(io.MultiWriter(f, digester.Hash()), 1<<20)
-	n, err := z.WriteTo(w)
-	if err == nil {
-		err = w.Flush()
+	if z.f == nil {
+		if z.f, z.writeErr = os.Create(z.path); z.writeErr != nil {
+			return 0, z.writeErr
+		}
+		z.w = bufio.NewWriterSize(io.MultiWriter(z.f, z.digester.Hash()), 1<<20)
 	}
-	if cerr := f.Close(); err == nil {
+	n, err := z.w.Write(p)
+	z.writeErr = err
+	return n, err
+}
+
+// close flushes and closes the file.
+func (z *ztocFile) close() error {
+	if z.f == nil {
+		return nil
+	}
+	err := z.w.Flush()
+	if cerr := z.f.Close(); err == nil {
 		err = cerr
 	}
+	z.f = nil
 	if err != nil {
-		os.Remove(path)
-		return "", 0, fmt.Errorf("%s: %w", path, err)
+		z.writeErr = err
+		os.Remove(z.path)
 	}
-	return digester.Digest(), n, nil
+	return err
+}
+
+// abort removes a partly written file.
+func (z *ztocFile) abort() {
+	if z.f != nil {
+		z.f.Close()
+		z.f = nil
+		os.Remove(z.path)
+	}
+}
+
+// Heap slack allowed by limitHeapGrowth above the live heap, and how often
+// the limit follows the live heap.
+const (
+	ztocHeapSlack       = 24 << 20
+	ztocLimitUpdateTick = 50 * time.Millisecond
+)
+
+// limitHeapGrowth keeps the Go runtime's memory limit at the live heap plus
+// ztocHeapSlack until stopped. A build's live heap is mostly the zTOC it
+// accumulates, and Go's default GOGC=100 lets the heap grow to twice that
+// before collecting; the limit makes it collect, and return freed memory to
+// the OS, sooner. It follows the live heap rather than being fixed so that
+// a large layer does not make the collector run all the time. This is
+// process-wide state, so it is set here in the command, not in pkg/ztoc;
+// an explicit GOMEMLIMIT lower than the limit is kept.
+func limitHeapGrowth() (stop func()) {
+	previous := debug.SetMemoryLimit(-1)
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	update := func() {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return
+		}
+		limit := int64(sample[0].Value.Uint64()) + ztocHeapSlack
+		debug.SetMemoryLimit(min(limit, previous))
+	}
+	update()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(ztocLimitUpdateTick)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				update()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		debug.SetMemoryLimit(previous)
+	}
 }
 
 // openZtocLayer opens a layer file, or stdin for "-". size is -1 when unknown.

@@ -128,3 +128,36 @@ func TestZtocCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+// A failed create leaves no zTOC behind and an existing file as it was.
+func TestZtocCreateFailureWritesNothing(t *testing.T) {
+	dir, _ := writeZtocTestLayers(t)
+	gz, err := os.ReadFile(filepath.Join(dir, "layer.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := filepath.Join(dir, "truncated.tar.gz")
+	if err := os.WriteFile(truncated, gz[:len(gz)-50], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runZtoc(t, "create", truncated); err == nil || !strings.Contains(err.Error(), "truncated.tar.gz") {
+		t.Fatalf("create of a truncated layer: error %v", err)
+	}
+	if _, err := os.Stat(truncated + ".ztoc"); !os.IsNotExist(err) {
+		t.Errorf("a failed create left %s.ztoc (stat: %v)", truncated, err)
+	}
+	existing := filepath.Join(dir, "existing.ztoc")
+	if err := os.WriteFile(existing, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runZtoc(t, "create", truncated, "-o", existing); err == nil {
+		t.Fatal("create of a truncated layer: no error")
+	}
+	if got, _ := os.ReadFile(existing); string(got) != "keep me" {
+		t.Errorf("a failed create changed the existing output to %q", got)
+	}
+	if _, err := runZtoc(t, "create", filepath.Join(dir, "layer.tar.gz"), "-o", filepath.Join(dir, "no", "such", "dir.ztoc")); err == nil ||
+		!strings.Contains(err.Error(), "dir.ztoc") {
+		t.Errorf("create into a missing directory: error %v, want one naming the output", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"iter"
 	"log/slog"
 
 	"github.com/opencontainers/go-digest"
@@ -97,6 +98,55 @@ type Result struct {
 // Layer problems give errors wrapping ErrCorruptLayer, *UnsupportedEntryError
 // or *DigestMismatchError; read errors of r are returned wrapped.
 func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, error) {
+	b, err := buildLayer(ctx, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	z := b.ztoc()
+	z.FileMetadata = b.files.concat()
+	if b.zinfo != nil {
+		z.Checkpoints = b.zinfo.bytes()
+	} else {
+		z.Checkpoints = b.tarCheckpoints
+	}
+	return &Result{Ztoc: z, LayerDigest: b.layerDigest, LayerSize: b.blobSize}, nil
+}
+
+// WriteResult is what BuildTo reports about the zTOC it wrote and the layer
+// it was built from.
+type WriteResult struct {
+	ZtocSize    int64         // bytes written
+	LayerDigest digest.Digest // sha256 of the layer blob as read
+	LayerSize   int64         // bytes of the layer blob
+}
+
+// BuildTo builds a layer's zTOC as Build does and writes the bytes Marshal
+// would return for it to w. It is for large layers: the checkpoints, most of
+// a gzip zTOC, go to w from the chunks they were collected in, so they are
+// never copied into the one blob Ztoc.Checkpoints needs, and the zTOC's
+// peak memory is about a third lower.
+//
+// Nothing is written unless the build succeeds. Errors are Build's, and
+// write errors of w.
+func BuildTo(ctx context.Context, r io.Reader, w io.Writer, opts ...BuildOption) (*WriteResult, error) {
+	b, err := buildLayer(ctx, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	e, err := encodePieces(b.ztoc(), b.files, b.checkpointPieces())
+	if err != nil {
+		return nil, err
+	}
+	n, err := e.writeTo(w)
+	if err != nil {
+		return nil, err
+	}
+	return &WriteResult{ZtocSize: n, LayerDigest: b.layerDigest, LayerSize: b.blobSize}, nil
+}
+
+// buildLayer runs a build and checks the layer digest. The checkpoints are left
+// in the builder, for the caller to assemble or write as they are.
+func buildLayer(ctx context.Context, r io.Reader, opts []BuildOption) (*builder, error) {
 	cfg := buildConfig{
 		spanSize:       DefaultSpanSize,
 		toolIdentifier: DefaultBuildToolIdentifier,
@@ -137,11 +187,11 @@ func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, erro
 		return nil, fmt.Errorf("build ztoc: %w", err)
 	}
 
-	res := &Result{Ztoc: b.ztoc(), LayerDigest: sha256Digest(b.blobHash), LayerSize: b.blobSize}
-	if cfg.expectedDigest != "" && res.LayerDigest != cfg.expectedDigest {
-		return nil, fmt.Errorf("build ztoc: %w", &DigestMismatchError{Expected: cfg.expectedDigest, Actual: res.LayerDigest})
+	b.layerDigest = sha256Digest(b.blobHash)
+	if cfg.expectedDigest != "" && b.layerDigest != cfg.expectedDigest {
+		return nil, fmt.Errorf("build ztoc: %w", &DigestMismatchError{Expected: cfg.expectedDigest, Actual: b.layerDigest})
 	}
-	return res, nil
+	return b, nil
 }
 
 // builder holds the results of the pipeline's stages. Each field is written
@@ -149,28 +199,54 @@ func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, erro
 type builder struct {
 	cfg buildConfig
 
-	blobHash hash.Hash
-	blobSize int64
+	blobHash    hash.Hash
+	blobSize    int64
+	layerDigest digest.Digest
 
-	files            []FileMetadata
+	files            fileChunks
 	tarSize          int64
 	spanDigests      []digest.Digest
-	checkpoints      []byte
+	zinfo            *zinfoWriter // gzip checkpoints, in chunks
+	tarCheckpoints   []byte       // the TarZinfo of an uncompressed layer
 	checkpointCount  int
 	tarZinfo         *tarZinfo
 	emptyFirstBlocks bool
+
+	// names interns user and group names, which few entries of a layer
+	// do not share, so that the TOC holds one copy of each.
+	names map[string]string
 }
 
+// checkpointPieces returns the checkpoints field in the pieces the build
+// produced.
+func (b *builder) checkpointPieces() checkpointPieces {
+	if b.zinfo != nil {
+		return b.zinfo.pieces()
+	}
+	return checkpointPieces{b.tarCheckpoints}
+}
+
+// intern returns a copy of s shared with earlier equal strings.
+func (b *builder) intern(s string) string {
+	if v, ok := b.names[s]; ok {
+		return v
+	}
+	if b.names == nil {
+		b.names = make(map[string]string)
+	}
+	b.names[s] = s
+	return s
+}
+
+// ztoc returns the zTOC without its TOC entries and checkpoints.
 func (b *builder) ztoc() *Ztoc {
 	z := &Ztoc{
 		Version:                 Version09,
 		BuildToolIdentifier:     b.cfg.toolIdentifier,
 		CompressedArchiveSize:   b.blobSize,
 		UncompressedArchiveSize: b.tarSize,
-		TOC:                     TOC{FileMetadata: b.files},
 		CompressionInfo: CompressionInfo{
 			SpanDigests:          b.spanDigests,
-			Checkpoints:          b.checkpoints,
 			CompressionAlgorithm: b.cfg.compression,
 		},
 	}
@@ -227,7 +303,7 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 		if !ok {
 			return &UnsupportedEntryError{Name: hdr.Name, Typeflag: hdr.Typeflag}
 		}
-		b.files = append(b.files, FileMetadata{
+		b.files.add(FileMetadata{
 			Name:               hdr.Name,
 			Type:               typ,
 			UncompressedOffset: r.pos,
@@ -236,8 +312,8 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 			Mode:               hdr.Mode,
 			UID:                hdr.Uid,
 			GID:                hdr.Gid,
-			Uname:              hdr.Uname,
-			Gname:              hdr.Gname,
+			Uname:              b.intern(hdr.Uname),
+			Gname:              b.intern(hdr.Gname),
 			ModTime:            hdr.ModTime,
 			Devmajor:           hdr.Devmajor,
 			Devminor:           hdr.Devminor,
@@ -247,7 +323,7 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 	b.tarSize = r.pos
 	// soci writes such a zTOC and only its reader refuses it, so it is a
 	// warning here, not an error.
-	if err := deriveHeaderOffsets(b.files); err != nil {
+	if err := b.files.deriveHeaderOffsets(); err != nil {
 		b.cfg.logger.Warn("soci's snapshotter will reject this zTOC", "error", err)
 	}
 	return r.drain()
@@ -268,7 +344,7 @@ func (b *builder) buildUncompressed(ctx context.Context, r io.Reader) error {
 	}
 	b.spanDigests = spans.finish()
 	b.tarZinfo = &tarZinfo{spanSize: b.cfg.spanSize, size: b.blobSize}
-	b.checkpoints = encodeTarZinfo(b.cfg.spanSize, b.blobSize)
+	b.tarCheckpoints = encodeTarZinfo(b.cfg.spanSize, b.blobSize)
 	return nil
 }
 
@@ -434,10 +510,78 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 	}
 	close(src.hasher)
 	out.close()
-	b.checkpoints = zinfo.bytes()
+	b.zinfo = zinfo
 	b.checkpointCount = zinfo.count()
 	if b.checkpointCount == 0 {
 		return fmt.Errorf("%w: gzip: no deflate data", ErrCorruptLayer)
 	}
 	return nil
+}
+
+// fileChunkEntries is how many entries a fileChunks chunk holds when full:
+// about 180 KiB.
+const fileChunkEntries = 1024
+
+// fileChunks is a TOC held in chunks, as Build collects it. Appending to one
+// slice would, at each growth, hold the old and the new array together and
+// leave up to a fifth of the new one unused; the TOC is the largest part of
+// a build's memory after the checkpoints.
+type fileChunks [][]FileMetadata
+
+func (c *fileChunks) add(f FileMetadata) {
+	last := len(*c) - 1
+	if last < 0 || len((*c)[last]) == cap((*c)[last]) {
+		*c = append(*c, make([]FileMetadata, 0, fileChunkEntries))
+		last++
+	}
+	(*c)[last] = append((*c)[last], f)
+}
+
+func (c fileChunks) len() int {
+	n := 0
+	for _, chunk := range c {
+		n += len(chunk)
+	}
+	return n
+}
+
+// all yields the entries in order.
+func (c fileChunks) all() iter.Seq[*FileMetadata] {
+	return func(yield func(*FileMetadata) bool) {
+		for _, chunk := range c {
+			for i := range chunk {
+				if !yield(&chunk[i]) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// deriveHeaderOffsets is the package's deriveHeaderOffsets over the chunks.
+func (c fileChunks) deriveHeaderOffsets() error {
+	var nextHeader int64
+	for f := range c.all() {
+		if f.UncompressedOffset < nextHeader {
+			return fmt.Errorf("%w: %q at offset %d overlaps the entry before (ends at %d)",
+				ErrInvalidTOCEntry, f.Name, f.UncompressedOffset, nextHeader)
+		}
+		f.TarHeaderOffset = nextHeader
+		nextHeader = alignToTarBlock(f.UncompressedOffset + f.UncompressedSize)
+	}
+	return nil
+}
+
+// concat copies the entries into one slice of the exact size and drops the
+// chunks, each as soon as it is copied.
+func (c fileChunks) concat() []FileMetadata {
+	if len(c) == 0 {
+		return nil
+	}
+	files := make([]FileMetadata, 0, c.len())
+	for i, chunk := range c {
+		files = append(files, chunk...)
+		c[i] = nil
+	}
+	return files
 }

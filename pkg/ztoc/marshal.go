@@ -98,6 +98,51 @@ func (z *Ztoc) WriteTo(w io.Writer) (int64, error) {
 	return e.writeTo(w)
 }
 
+// checkpointPieces is a checkpoints field held as consecutive pieces, so
+// that a freshly built zTOC can be written without first copying its
+// checkpoint chunks into one blob.
+type checkpointPieces [][]byte
+
+func (p checkpointPieces) len() int {
+	n := 0
+	for _, piece := range p {
+		n += len(piece)
+	}
+	return n
+}
+
+// from returns a copy of the bytes from offset off to the end.
+func (p checkpointPieces) from(off int) []byte {
+	out := make([]byte, 0, max(p.len()-off, 0))
+	for _, piece := range p {
+		if off >= len(piece) {
+			off -= len(piece)
+			continue
+		}
+		out = append(out, piece[off:]...)
+		off = 0
+	}
+	return out
+}
+
+// writePrefix writes the first n bytes to w.
+func (p checkpointPieces) writePrefix(w io.Writer, n int) (int64, error) {
+	var written int64
+	for _, piece := range p {
+		if n == 0 {
+			break
+		}
+		piece = piece[:min(n, len(piece))]
+		m, err := w.Write(piece)
+		written += int64(m)
+		if err != nil {
+			return written, err
+		}
+		n -= len(piece)
+	}
+	return written, nil
+}
+
 // encodedZtoc is a zTOC flatbuffer without most of its checkpoint bytes.
 //
 // The builder is given only the last len(checkpoints)%8 bytes of the
@@ -109,21 +154,30 @@ func (z *Ztoc) WriteTo(w io.Writer) (int64, error) {
 // encode adds the missing length to those offsets; writeTo puts the
 // missing bytes back.
 type encodedZtoc struct {
-	buf         []byte // the flatbuffer, with the vector cut short
-	vector      int    // position in buf of the checkpoints vector's length
-	checkpoints []byte // the whole vector's data
-	missing     int    // bytes of checkpoints missing from buf
+	buf         []byte           // the flatbuffer, with the vector cut short
+	vector      int              // position in buf of the checkpoints vector's length
+	checkpoints checkpointPieces // the whole vector's data
+	length      int              // bytes in checkpoints
+	missing     int              // bytes of checkpoints missing from buf
 }
 
 func (e *encodedZtoc) size() int { return len(e.buf) + e.missing }
 
 func (e *encodedZtoc) writeTo(w io.Writer) (int64, error) {
 	var length [flatbuffers.SizeUOffsetT]byte
-	binary.LittleEndian.PutUint32(length[:], uint32(len(e.checkpoints)))
+	binary.LittleEndian.PutUint32(length[:], uint32(e.length))
 	var written int64
-	for _, part := range [][]byte{e.buf[:e.vector], length[:], e.checkpoints[:e.missing], e.buf[e.vector+len(length):]} {
-		n, err := w.Write(part)
-		written += int64(n)
+	for _, part := range [][]byte{e.buf[:e.vector], length[:], nil, e.buf[e.vector+len(length):]} {
+		var n int64
+		var err error
+		if part == nil {
+			n, err = e.checkpoints.writePrefix(w, e.missing)
+		} else {
+			var m int
+			m, err = w.Write(part)
+			n = int64(m)
+		}
+		written += n
 		if err != nil {
 			return written, fmt.Errorf("write ztoc: %w", err)
 		}
@@ -132,6 +186,12 @@ func (e *encodedZtoc) writeTo(w io.Writer) (int64, error) {
 }
 
 func encode(z *Ztoc) (*encodedZtoc, error) {
+	return encodePieces(z, fileChunks{z.FileMetadata}, checkpointPieces{z.Checkpoints})
+}
+
+// encodePieces encodes z with files in place of z.FileMetadata and
+// checkpoints in place of z.Checkpoints.
+func encodePieces(z *Ztoc, files fileChunks, checkpoints checkpointPieces) (*encodedZtoc, error) {
 	var algorithm byte
 	switch z.CompressionAlgorithm {
 	case "":
@@ -142,16 +202,17 @@ func encode(z *Ztoc) (*encodedZtoc, error) {
 	default:
 		return nil, fmt.Errorf("marshal ztoc: unknown compression algorithm %q", z.CompressionAlgorithm)
 	}
-	e := &encodedZtoc{checkpoints: z.Checkpoints, missing: len(z.Checkpoints) &^ 7}
+	length := checkpoints.len()
+	e := &encodedZtoc{checkpoints: checkpoints, length: length, missing: length &^ 7}
 
 	// Sized for the whole buffer up front: a growing builder copies
 	// itself at every doubling.
-	b := flatbuffers.NewBuilder(encodedSizeBound(z, len(z.Checkpoints)-e.missing))
+	b := flatbuffers.NewBuilder(encodedSizeBound(z, files, length-e.missing))
 	version := b.CreateString(z.Version)
 	tool := b.CreateString(z.BuildToolIdentifier)
-	toc := marshalTOC(b, z.FileMetadata)
+	toc := marshalTOC(b, files)
 
-	checkpoints := b.CreateByteVector(z.Checkpoints[e.missing:])
+	vector := b.CreateByteVector(checkpoints.from(e.missing))
 	digests := make([]flatbuffers.UOffsetT, len(z.SpanDigests))
 	for i, d := range z.SpanDigests {
 		digests[i] = b.CreateString(d.String())
@@ -161,7 +222,7 @@ func encode(z *Ztoc) (*encodedZtoc, error) {
 	b.StartObject(compressionSlots)
 	b.PrependInt32Slot(compressionSlotMaxSpanID, int32(z.MaxSpanID), 0)
 	b.PrependUOffsetTSlot(compressionSlotSpanDigests, spanDigests, 0)
-	b.PrependUOffsetTSlot(compressionSlotCheckpoints, checkpoints, 0)
+	b.PrependUOffsetTSlot(compressionSlotCheckpoints, vector, 0)
 	if algorithm != 0 {
 		b.PrependByteSlot(compressionSlotAlgorithm, algorithm, fbGzip)
 	}
@@ -177,7 +238,7 @@ func encode(z *Ztoc) (*encodedZtoc, error) {
 	b.Finish(b.EndObject())
 
 	e.buf = b.FinishedBytes()
-	e.vector = len(e.buf) - int(checkpoints)
+	e.vector = len(e.buf) - int(vector)
 	if err := e.fixOffsetsAcrossVector(ztocSlotCompressionInfo); err != nil {
 		return nil, fmt.Errorf("marshal ztoc: %w", err)
 	}
@@ -231,39 +292,75 @@ func (e *encodedZtoc) uoffsetAt(at uint64) uint64 {
 }
 
 // encodedSizeBound is an upper bound on the builder's output for z with
-// checkpointBytes of checkpoints, a little above the real size: each
-// string, table, vtable and vector is counted with its largest padding.
-func encodedSizeBound(z *Ztoc, checkpointBytes int) int {
+// checkpointBytes of checkpoints, a little above the real size. The builder
+// is allocated at this size, on top of the zTOC being encoded, so the bound
+// counts what each entry really takes: its strings at their padded size,
+// only the integer fields that are not zero, and the entries' vtables once
+// per layout, as the builder shares equal vtables.
+func encodedSizeBound(z *Ztoc, files fileChunks, checkpointBytes int) int {
 	const (
-		stringOverhead = 4 + 1 + 3                 // length, NUL, padding
-		vectorOverhead = 4 + 4                     // length, padding
-		fileTable      = 4 + 5*8 + 7*4 + 2*4 + 3*4 // soffset, fields, padding before int64s
-		fileVtable     = 4 + 2*fileSlots + 2
-		xattrTable     = 4 + 2*4 + 4 + 2*xattrSlots + 2
-		fixed          = 512 // root, TOC and compression info tables, vtables, root offset
+		vectorOverhead = 4 + 4 // length, padding
+		// soffset, the seven offset fields, padding before the three
+		// groups of int64s
+		fileTableBase = 4 + 7*4 + 3*4
+		fileVtable    = 4 + 2*fileSlots + 2
+		xattrTable    = 4 + 2*4 + 4 + 2*xattrSlots + 2
+		fixed         = 512 // root, TOC and compression info tables, vtables, root offset
 	)
-	n := fixed + len(z.Version) + len(z.BuildToolIdentifier) + 2*stringOverhead
+	n := fixed + stringSize(len(z.Version)) + stringSize(len(z.BuildToolIdentifier))
 	n += vectorOverhead + checkpointBytes
-	n += vectorOverhead + len(z.SpanDigests)*(4+stringOverhead)
+	n += vectorOverhead + 4*len(z.SpanDigests)
 	for _, d := range z.SpanDigests {
-		n += len(d)
+		n += stringSize(len(d))
 	}
-	n += vectorOverhead + len(z.FileMetadata)*(4+fileTable+fileVtable+vectorOverhead+6*stringOverhead)
-	for i := range z.FileMetadata {
-		f := &z.FileMetadata[i]
-		n += len(f.Name) + len(f.Type) + len(f.Linkname) + len(f.Uname) + len(f.Gname) + len(time.RFC3339Nano)
+	n += vectorOverhead + files.len()*(4+fileTableBase+vectorOverhead)
+	// A file table's layout is set by which integer fields it has and by
+	// the 8-byte alignment of its start, which is one of two.
+	var layouts [1 << 7]bool
+	var modTime []byte
+	for f := range files.all() {
+		modTime, _ = f.ModTime.UTC().AppendText(modTime[:0])
+		n += stringSize(len(f.Name)) + stringSize(len(f.Type)) + stringSize(len(f.Linkname)) +
+			stringSize(len(f.Uname)) + stringSize(len(f.Gname)) + stringSize(len(modTime))
+		var layout int
+		for bit, v := range [...]int64{f.UncompressedOffset, f.UncompressedSize, f.Mode, f.Devmajor, f.Devminor} {
+			if v != 0 {
+				n += 8
+				layout |= 1 << bit
+			}
+		}
+		for bit, v := range [...]int{f.UID, f.GID} {
+			if v != 0 {
+				n += 4
+				layout |= 1 << (5 + bit)
+			}
+		}
+		if !layouts[layout] {
+			layouts[layout] = true
+			n += 2 * fileVtable
+		}
 		for k, v := range f.PAXHeaders {
-			n += 4 + xattrTable + 2*stringOverhead + len(k) + len(v)
+			n += 4 + xattrTable + stringSize(len(k)) + stringSize(len(v))
 		}
 	}
 	return n
 }
 
+// stringSize is the bytes the builder writes for a string of n bytes: its
+// length, its bytes and a NUL, padded to 4 bytes.
+func stringSize(n int) int {
+	return 4 + (n+1+3)&^3
+}
+
 // marshalTOC writes the entries from last to first, as soci does.
-func marshalTOC(b *flatbuffers.Builder, files []FileMetadata) flatbuffers.UOffsetT {
-	entries := make([]flatbuffers.UOffsetT, len(files))
-	for i := len(files) - 1; i >= 0; i-- {
-		entries[i] = marshalFile(b, &files[i])
+func marshalTOC(b *flatbuffers.Builder, files fileChunks) flatbuffers.UOffsetT {
+	entries := make([]flatbuffers.UOffsetT, files.len())
+	i := len(entries)
+	for c := len(files) - 1; c >= 0; c-- {
+		for j := len(files[c]) - 1; j >= 0; j-- {
+			i--
+			entries[i] = marshalFile(b, &files[c][j])
+		}
 	}
 	metadata := prependOffsets(b, entries)
 	b.StartObject(tocSlots)
@@ -448,17 +545,7 @@ func unmarshalTOC(t fbTable) ([]FileMetadata, error) {
 // first header is at 0 and each later one follows the block-padded data of
 // the entry before.
 func deriveHeaderOffsets(files []FileMetadata) error {
-	var nextHeader int64
-	for i := range files {
-		f := &files[i]
-		if f.UncompressedOffset < nextHeader {
-			return fmt.Errorf("%w: %q at offset %d overlaps the entry before (ends at %d)",
-				ErrInvalidTOCEntry, f.Name, f.UncompressedOffset, nextHeader)
-		}
-		f.TarHeaderOffset = nextHeader
-		nextHeader = alignToTarBlock(f.UncompressedOffset + f.UncompressedSize)
-	}
-	return nil
+	return fileChunks{files}.deriveHeaderOffsets()
 }
 
 func compareInt64(a, b int64) int {

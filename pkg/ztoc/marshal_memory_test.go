@@ -22,7 +22,7 @@ func referenceMarshal(z *Ztoc) []byte {
 	b := flatbuffers.NewBuilder(0)
 	version := b.CreateString(z.Version)
 	tool := b.CreateString(z.BuildToolIdentifier)
-	toc := marshalTOC(b, z.FileMetadata)
+	toc := marshalTOC(b, fileChunks{z.FileMetadata})
 	checkpoints := b.CreateByteVector(z.Checkpoints)
 	digests := make([]flatbuffers.UOffsetT, len(z.SpanDigests))
 	for i, d := range z.SpanDigests {

@@ -179,9 +179,10 @@ func decodeGzipZinfo(b []byte) (*gzipZinfo, error) {
 const checkpointsPerChunk = 32
 
 // zinfoWriter collects checkpoints in the current (v2) form. It keeps the
-// records in chunks and copies them once, into a blob of the exact size:
-// growing one slice would copy the blob at every growth and leave up to a
-// quarter of it unused, and the checkpoints are most of a zTOC.
+// records in chunks, which BuildTo writes as they are and Build copies once
+// into a blob of the exact size: growing one slice would copy the blob at
+// every growth and leave up to a quarter of it unused, and the checkpoints
+// are most of a zTOC.
 type zinfoWriter struct {
 	spanSize int64
 	chunks   [][]byte
@@ -214,7 +215,8 @@ func (w *zinfoWriter) add(in, out int64, bits uint8) *[WindowSize]byte {
 
 func (w *zinfoWriter) count() int { return w.n }
 
-// bytes assembles the blob and drops the chunks.
+// bytes assembles the blob and drops the chunks, each as soon as it is
+// copied.
 func (w *zinfoWriter) bytes() []byte {
 	blob := make([]byte, zinfoHeaderSize, zinfoHeaderSize+w.n*checkpointSize)
 	binary.LittleEndian.PutUint32(blob[0:4], uint32(w.n))
@@ -225,6 +227,15 @@ func (w *zinfoWriter) bytes() []byte {
 	}
 	w.chunks = nil
 	return blob
+}
+
+// pieces returns the blob as its header followed by the chunks, which it
+// shares with w.
+func (w *zinfoWriter) pieces() checkpointPieces {
+	header := make([]byte, zinfoHeaderSize)
+	binary.LittleEndian.PutUint32(header[0:4], uint32(w.n))
+	binary.LittleEndian.PutUint64(header[4:12], uint64(w.spanSize))
+	return append(checkpointPieces{header}, w.chunks...)
 }
 
 // tarZinfo is the geometry of an uncompressed layer: fixed spans of the file.
