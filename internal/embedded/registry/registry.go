@@ -19,6 +19,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // registers "htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/auth/token"    // registers "token"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // registers "filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"   // registers "inmemory"
@@ -60,6 +61,22 @@ type Options struct {
 	// these users (user name to password), as a registry configured with
 	// an htpasswd file does.
 	Htpasswd map[string]string
+	// TokenAuth, when set, makes the registry require bearer tokens from
+	// a token service, as Docker Hub, Harbor and most private registries
+	// do. It cannot be combined with Htpasswd.
+	TokenAuth *TokenAuth
+}
+
+// TokenAuth configures distribution's "token" access controller: a
+// client without a token is sent to Realm, and tokens must be JWTs issued
+// by Issuer for Service, signed by a key of the JWKS file.
+type TokenAuth struct {
+	Realm   string // URL of the token service
+	Service string // the registry's name in tokens ("aud")
+	Issuer  string // the token service's name in tokens ("iss")
+	// JWKSFile is a JSON Web Key Set of the keys tokens may be signed
+	// with; a token names its key by "kid".
+	JWKSFile string
 }
 
 // htpasswdRealm is the realm the registry names in its basic auth
@@ -95,6 +112,18 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	}
 	cfg := config(opts, ln.Addr().String())
 	var authDir string
+	if len(opts.Htpasswd) > 0 && opts.TokenAuth != nil {
+		ln.Close()
+		return nil, errors.New("embedded registry: Htpasswd and TokenAuth cannot be combined")
+	}
+	if t := opts.TokenAuth; t != nil {
+		cfg.Auth = configuration.Auth{"token": configuration.Parameters{
+			"realm":   t.Realm,
+			"service": t.Service,
+			"issuer":  t.Issuer,
+			"jwks":    t.JWKSFile,
+		}}
+	}
 	if len(opts.Htpasswd) > 0 {
 		if authDir, err = writeHtpasswd(opts.Htpasswd); err != nil {
 			ln.Close()
