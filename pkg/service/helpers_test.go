@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -28,6 +27,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -148,52 +148,14 @@ func useMachineNATS(t *testing.T, cfg *config.Config) {
 // drops it afterwards.
 func postgresDSN(t *testing.T) (dsn, name string) {
 	t.Helper()
-	const admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("PostgreSQL is needed at 127.0.0.1:5432 (scripts/ensure-services starts it): %v", err)
-	}
-	defer conn.Close(ctx)
-	name = strings.ToLower(uniqueName("svc"))
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable", name
+	return testpg.NewDatabase(t, "svc")
 }
 
 // terminateConnections kills every session of database name, as a Postgres
 // restart or a network cut would.
 func terminateConnections(t *testing.T, name string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = $1 AND pid <> pg_backend_pid()`, name).Scan(&n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return testpg.TerminateConnections(t, name)
 }
 
 // newEmbeddedNATS starts a NATS server for one test.
