@@ -22,7 +22,8 @@ pushed while the webhook was down, or before the service existed. It takes
 the same settings as serve (--nats-url, --database-url, credentials...); in
 all-in-one mode it finds the running server through --data-dir.`,
 		Example: `  indexer backfill registry.example:5000 --since 72h
-  indexer backfill 127.0.0.1:5000/demo/app --plain-http`,
+  indexer backfill 127.0.0.1:5000/demo/app --plain-http
+  indexer backfill registry.example:5000/team/app --retry-failed`,
 		Args: cobra.MinimumNArgs(1),
 	}
 	loader := config.Register(cmd.Flags(), &cfg, os.LookupEnv)

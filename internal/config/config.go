@@ -76,6 +76,7 @@ type Config struct {
 	BackfillInterval time.Duration
 	BackfillTargets  []string
 	BackfillSince    time.Duration
+	BackfillRetry    bool
 }
 
 // Setting describes one setting. Flag is without the leading dashes.
@@ -203,6 +204,9 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		b("backfill_since", "since", "INDEXER_BACKFILL_SINCE", "0",
 			"backfill: only images whose config says they were created within this duration (0: all)",
 			dur(&c.BackfillSince, 0)),
+		b("backfill_retry_failed", "retry-failed", "INDEXER_BACKFILL_RETRY_FAILED", "false",
+			"backfill: enqueue again the images whose job failed for good (after fixing what failed them)",
+			boolean(&c.BackfillRetry, false)),
 	}
 }
 

@@ -36,6 +36,7 @@ type Backfiller struct {
 	publisher Publisher
 	worker    *Worker
 	since     time.Duration
+	retry     bool
 	metrics   *Metrics
 	log       *slog.Logger
 	now       func() time.Time
@@ -49,6 +50,13 @@ type BackfillOption func(*Backfiller)
 // considered. Zero means every image.
 func WithSince(d time.Duration) BackfillOption {
 	return func(b *Backfiller) { b.since = d }
+}
+
+// WithRetryFailed enqueues again the images whose job failed for good,
+// which a backfill otherwise leaves alone: a corrupt layer stays corrupt,
+// but a fixed credential or registry deserves another try.
+func WithRetryFailed(retry bool) BackfillOption {
+	return func(b *Backfiller) { b.retry = retry }
 }
 
 // WithBackfillMetrics records the walk's results in m.
@@ -235,6 +243,7 @@ func (b *Backfiller) check(ctx context.Context, repo *remote.Repository, host, n
 		case errors.Is(err, db.ErrJobNotFound):
 		case err != nil:
 			return job, backfillIndexed, fmt.Errorf("job record: %w", err)
+		case rec.Status == db.JobFailed && b.retry:
 		case rec.Status == db.JobSkipped, rec.Status == db.JobFailed:
 			return job, backfillIndexed, nil
 		case rec.Status == db.JobSucceeded:

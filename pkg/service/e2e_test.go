@@ -404,3 +404,45 @@ func TestOpenBackfillerFindsAllInOneServer(t *testing.T) {
 	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "cli/app", Digest: img.Digest.String()},
 		20*time.Second, db.JobSucceeded)
 }
+
+// TestBackfillRetryFailed: an image whose job failed for good is left
+// alone, unless the backfill is asked to retry failures.
+func TestBackfillRetryFailed(t *testing.T) {
+	reg := startRegistry(t, "", "")
+	img := pushImage(t, reg.Addr(), "failed/app", "v1", testLayerSize)
+	store := newSQLite(t)
+	cfg := testConfig(t)
+	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
+	q, _ := newTestQueue(t, cfg)
+	target := reg.Addr() + "/failed/app"
+
+	ctx := context.Background()
+	key := db.JobKey{Registry: reg.Addr(), Repository: "failed/app", Digest: img.Digest.String()}
+	if _, err := store.Start(ctx, key, "worker-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Fail(ctx, key, errors.New("401 unauthorized"), true); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := NewBackfiller(plainRepos(t), store, q).Run(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Enqueued != 0 || stats.Indexed != 1 {
+		t.Errorf("without retry: %+v, want the failed image left alone", stats)
+	}
+	stats, err = NewBackfiller(plainRepos(t), store, q, WithRetryFailed(true)).Run(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Enqueued != 1 {
+		t.Errorf("with retry: %+v, want the failed image enqueued", stats)
+	}
+	qs, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qs.Messages != 1 {
+		t.Errorf("%d jobs in the queue, want 1", qs.Messages)
+	}
+}

@@ -333,7 +333,8 @@ func (s *Server) newWorker() error {
 		WithMetrics(s.metrics),
 		WithLogger(s.log),
 	)
-	s.backfill = NewBackfiller(s.repos, s.store, s.queue, WithIndexedBy(s.worker), WithSince(s.cfg.BackfillSince),
+	s.backfill = NewBackfiller(s.repos, s.store, s.queue, WithIndexedBy(s.worker),
+		WithSince(s.cfg.BackfillSince), WithRetryFailed(s.cfg.BackfillRetry),
 		WithBackfillMetrics(s.metrics), WithBackfillLogger(s.log))
 	return nil
 }
