@@ -40,7 +40,6 @@ func TestBuildToMatchesMarshal(t *testing.T) {
 		chunks int // at least this many checkpoint chunks
 	}{
 		{"gzip 16 KiB spans", gzipBytes(t, raw, gzip.BestSpeed), []BuildOption{WithSpanSize(16 << 10)}, 3},
-		{"gzip default span", gzipBytes(t, raw, gzip.DefaultCompression), nil, 1},
 		{"gzip one entry", gzipBytes(t, makeTar(t, corpusEntries()[:2]), gzip.BestCompression), nil, 1},
 		{"uncompressed", raw, []BuildOption{WithCompression(Uncompressed), WithSpanSize(64 << 10)}, 0},
 	}
@@ -104,7 +103,7 @@ func TestEncodedSizeBound(t *testing.T) {
 // A failed build writes nothing: a caller that creates its output at the
 // first write is left with no half-written zTOC.
 func TestBuildToWritesNothingOnError(t *testing.T) {
-	layer := gzipBytes(t, makeTar(t, corpusEntries()), gzip.DefaultCompression)
+	layer := gzipBytes(t, makeTar(t, corpusEntries()[:8]), gzip.DefaultCompression)
 	truncated := layer[:len(layer)-100]
 	var buf bytes.Buffer
 	_, err := BuildTo(context.Background(), bytes.NewReader(truncated), &buf)
@@ -134,7 +133,7 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 }
 
 func TestBuildToWriteError(t *testing.T) {
-	layer := gzipBytes(t, makeTar(t, corpusEntries()), gzip.DefaultCompression)
+	layer := gzipBytes(t, makeTar(t, corpusEntries()[:8]), gzip.DefaultCompression)
 	for _, after := range []int{0, 100, 5000} {
 		_, err := BuildTo(context.Background(), bytes.NewReader(layer), &failingWriter{after: after})
 		if err == nil || err.Error() != "write ztoc: disk full" {
