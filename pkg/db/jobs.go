@@ -131,6 +131,22 @@ func errorText(cause error) string {
 	return cause.Error()
 }
 
+// jobFinisher records how a run ended, as a backend does it; embedded in
+// the backend, it gives it Succeed, Skip and Fail.
+type jobFinisher func(ctx context.Context, key JobKey, o outcome) error
+
+func (finish jobFinisher) Succeed(ctx context.Context, key JobKey, result JobResult) error {
+	return finish(ctx, key, succeeded(result))
+}
+
+func (finish jobFinisher) Skip(ctx context.Context, key JobKey, reason string) error {
+	return finish(ctx, key, skipped(reason))
+}
+
+func (finish jobFinisher) Fail(ctx context.Context, key JobKey, cause error, permanent bool) error {
+	return finish(ctx, key, failed(cause, permanent))
+}
+
 // outcome is how a run ended, as both backends write it.
 type outcome struct {
 	jobStatus     JobStatus

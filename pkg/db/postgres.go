@@ -2,7 +2,6 @@ package db
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/opencontainers/go-digest"
 
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 )
@@ -21,6 +19,8 @@ import (
 // postgresStore is the Store on PostgreSQL, shared by every worker.
 type postgresStore struct {
 	sqlReporter
+	sqlReader
+	jobFinisher
 	pool *pgxpool.Pool
 	// lockPool holds the connections of advisory locks, apart from pool so
 	// that lock holders can never starve the queries they wait to make.
@@ -59,12 +59,14 @@ func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, e
 		return nil, fmt.Errorf("db: lock pool: %w", err)
 	}
 	s := &postgresStore{
-		pool:      pool,
-		lockPool:  lockPool,
-		logger:    o.logger,
-		lockConns: make(map[*pgxpool.Conn]struct{}),
+		sqlReporter: postgresReporter(pool),
+		sqlReader:   postgresReader(pool),
+		pool:        pool,
+		lockPool:    lockPool,
+		logger:      o.logger,
+		lockConns:   make(map[*pgxpool.Conn]struct{}),
 	}
-	s.sqlReporter = postgresReporter(s)
+	s.jobFinisher = s.finish
 	return s, nil
 }
 
@@ -272,90 +274,6 @@ func (s *postgresStore) WriteArtifactEntries(ctx context.Context, entries []*ind
 	return nil
 }
 
-func (s *postgresStore) GetArtifactEntry(ctx context.Context, dgst string) (*index.ArtifactEntry, error) {
-	e, err := scanArtifact(s.pool.QueryRow(ctx, pgArtifactSelect+" WHERE a.digest = $1", dgst))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("db: %s: %w", dgst, index.ErrArtifactNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: get artifact %s: %w", dgst, err)
-	}
-	return e, nil
-}
-
-func (s *postgresStore) GetArtifactType(ctx context.Context, dgst string) (index.ArtifactEntryType, error) {
-	var t index.ArtifactEntryType
-	err := s.pool.QueryRow(ctx, "SELECT type FROM artifacts WHERE digest = $1", dgst).Scan(&t)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("db: %s: %w", dgst, index.ErrArtifactNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("db: get artifact type %s: %w", dgst, err)
-	}
-	return t, nil
-}
-
-func (s *postgresStore) Walk(ctx context.Context, f func(*index.ArtifactEntry) error) error {
-	after := ""
-	for {
-		rows, err := s.pool.Query(ctx, pgArtifactSelect+" WHERE a.digest > $1 ORDER BY a.digest LIMIT $2",
-			after, walkPageSize)
-		if err != nil {
-			return fmt.Errorf("db: walk artifacts: %w", err)
-		}
-		page, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*index.ArtifactEntry, error) {
-			return scanArtifact(row)
-		})
-		if err != nil {
-			return fmt.Errorf("db: walk artifacts: %w", err)
-		}
-		for _, e := range page {
-			if err := f(e); err != nil {
-				return err
-			}
-		}
-		if len(page) < walkPageSize {
-			return nil
-		}
-		after = page[len(page)-1].Digest
-	}
-}
-
-func (s *postgresStore) GetArtifactEntriesByImageDigest(ctx context.Context, imageDigest string) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT digest FROM artifacts
-		WHERE type = 'soci_index' AND image_digest = $1 AND media_type = $2 ORDER BY digest`,
-		imageDigest, ociManifestMediaType)
-	if err != nil {
-		return nil, fmt.Errorf("db: indexes of image %s: %w", imageDigest, err)
-	}
-	digests, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("db: indexes of image %s: %w", imageDigest, err)
-	}
-	return digests, nil
-}
-
-func (s *postgresStore) IndexEntriesOf(ctx context.Context, registry, repository string, digests []string) ([]*index.ArtifactEntry, error) {
-	if len(digests) == 0 {
-		return nil, nil
-	}
-	rows, err := s.pool.Query(ctx, pgArtifactSelect+`
-		WHERE a.type = 'soci_index' AND (a.image_digest = ANY($3) OR a.location = ANY($3))
-		AND EXISTS (SELECT 1 FROM artifact_locations l
-			WHERE l.digest = a.digest AND l.registry = $1 AND l.repository = $2)
-		ORDER BY a.digest`, registry, repository, digests)
-	if err != nil {
-		return nil, fmt.Errorf("db: indexes of %s/%s@%v: %w", registry, repository, digests, err)
-	}
-	entries, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*index.ArtifactEntry, error) {
-		return scanArtifact(row)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("db: indexes of %s/%s@%v: %w", registry, repository, digests, err)
-	}
-	return entries, nil
-}
-
 func (s *postgresStore) RemoveArtifactEntryByIndexDigest(ctx context.Context, dgst string) error {
 	tag, err := s.pool.Exec(ctx, "DELETE FROM artifacts WHERE digest = $1 AND type = 'soci_index'", dgst)
 	if err != nil {
@@ -391,20 +309,6 @@ func (s *postgresStore) RemoveOldArtifacts(ctx context.Context, exists index.Exi
 	}
 	s.logger.Info("removed old artifacts", "artifacts", len(stale.artifacts), "locations", len(stale.locations))
 	return nil
-}
-
-func (s *postgresStore) FindReusableZtoc(ctx context.Context, layerDigest digest.Digest, spanSize int64, builderVersion string) (*index.ArtifactEntry, error) {
-	e, err := scanArtifact(s.pool.QueryRow(ctx, pgArtifactSelect+`
-		WHERE a.type = 'soci_layer' AND a.original_digest = $1 AND a.span_size = $2 AND a.builder_version = $3
-		ORDER BY a.created_at DESC, a.digest LIMIT 1`, layerDigest.String(), spanSize, builderVersion))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("db: zTOC for layer %s (span %d, builder %q): %w",
-			layerDigest, spanSize, builderVersion, index.ErrArtifactNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: find zTOC for layer %s: %w", layerDigest, err)
-	}
-	return e, nil
 }
 
 func (s *postgresStore) RecordLayerUses(ctx context.Context, image JobKey, uses []LayerUse) error {

@@ -2,13 +2,8 @@ package db
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 )
-
-const pgJobWhere = " WHERE j.registry = $1 AND j.repository = $2 AND j.digest = $3"
 
 func (s *postgresStore) UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error) {
 	if err := key.validate(); err != nil {
@@ -79,73 +74,4 @@ func (s *postgresStore) finish(ctx context.Context, key JobKey, o outcome) error
 		return fmt.Errorf("db: %s: %w", key, ErrJobNotFound)
 	}
 	return nil
-}
-
-func (s *postgresStore) Succeed(ctx context.Context, key JobKey, result JobResult) error {
-	return s.finish(ctx, key, succeeded(result))
-}
-
-func (s *postgresStore) Skip(ctx context.Context, key JobKey, reason string) error {
-	return s.finish(ctx, key, skipped(reason))
-}
-
-func (s *postgresStore) Fail(ctx context.Context, key JobKey, cause error, permanent bool) error {
-	return s.finish(ctx, key, failed(cause, permanent))
-}
-
-func (s *postgresStore) Get(ctx context.Context, key JobKey) (*Job, error) {
-	job, err := scanJob(s.pool.QueryRow(ctx, "SELECT "+jobColumns+" FROM jobs j"+pgJobWhere,
-		key.Registry, key.Repository, key.Digest))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("db: %s: %w", key, ErrJobNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: get job %s: %w", key, err)
-	}
-	return job, nil
-}
-
-func (s *postgresStore) List(ctx context.Context, filter JobFilter) ([]*Job, error) {
-	rows, err := s.pool.Query(ctx, "SELECT "+jobColumns+` FROM jobs j
-		WHERE ($1 = '' OR j.registry = $1) AND ($2 = '' OR j.repository = $2) AND ($3 = '' OR j.status = $3)
-		ORDER BY j.queued_at DESC, j.id DESC LIMIT $4`,
-		filter.Registry, filter.Repository, string(filter.Status), filter.limit())
-	if err != nil {
-		return nil, fmt.Errorf("db: list jobs: %w", err)
-	}
-	jobs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*Job, error) { return scanJob(row) })
-	if err != nil {
-		return nil, fmt.Errorf("db: list jobs: %w", err)
-	}
-	return jobs, nil
-}
-
-func (s *postgresStore) Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, error) {
-	rows, err := s.pool.Query(ctx, "SELECT "+attemptColumns+` FROM job_attempts a
-		JOIN jobs j ON j.id = a.job_id`+pgJobWhere+" ORDER BY a.attempt",
-		key.Registry, key.Repository, key.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("db: attempts of job %s: %w", key, err)
-	}
-	attempts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*JobAttempt, error) { return scanAttempt(row) })
-	if err != nil {
-		return nil, fmt.Errorf("db: attempts of job %s: %w", key, err)
-	}
-	if len(attempts) == 0 {
-		if _, err := s.Get(ctx, key); err != nil {
-			return nil, err
-		}
-	}
-	return attempts, nil
-}
-
-func (s *postgresStore) IsIndexed(ctx context.Context, key JobKey, optionsHash string) (bool, error) {
-	var indexed bool
-	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM jobs j"+pgJobWhere+
-		" AND j.status = 'succeeded' AND j.options_hash = $4)",
-		key.Registry, key.Repository, key.Digest, optionsHash).Scan(&indexed)
-	if err != nil {
-		return false, fmt.Errorf("db: is %s indexed: %w", key, err)
-	}
-	return indexed, nil
 }

@@ -4,22 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-)
 
-// resultRows is what both drivers' query results offer: pgx.Rows and
-// *sql.Rows.
-type resultRows interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
+	"github.com/jackc/pgx/v5/pgxpool"
+)
 
 // sqlReporter implements Reporter for both backends. The report views have
 // the same columns in both schemas; only how a query runs, the placeholder
 // style and the date arithmetic differ.
 type sqlReporter struct {
-	// query runs sql and returns its rows and a function that closes them.
-	query func(ctx context.Context, sql string, args ...any) (resultRows, func(), error)
+	query queryFunc
 	// limit is the LIMIT clause with the dialect's first placeholder.
 	limit string
 	// throughputSQL selects report_throughput for the last N days (one
@@ -27,15 +20,9 @@ type sqlReporter struct {
 	throughputSQL string
 }
 
-func postgresReporter(s *postgresStore) sqlReporter {
+func postgresReporter(pool *pgxpool.Pool) sqlReporter {
 	return sqlReporter{
-		query: func(ctx context.Context, q string, args ...any) (resultRows, func(), error) {
-			rows, err := s.pool.Query(ctx, q, args...)
-			if err != nil {
-				return nil, nil, err
-			}
-			return rows, rows.Close, nil
-		},
+		query: postgresQuery(pool),
 		limit: " LIMIT $1",
 		throughputSQL: `SELECT day::text, finished, succeeded, skipped, failed, bytes_read, avg_seconds
 			FROM report_throughput WHERE day > current_date - $1::int ORDER BY day`,
@@ -44,13 +31,7 @@ func postgresReporter(s *postgresStore) sqlReporter {
 
 func sqliteReporter(db *sql.DB) sqlReporter {
 	return sqlReporter{
-		query: func(ctx context.Context, q string, args ...any) (resultRows, func(), error) {
-			rows, err := db.QueryContext(ctx, q, args...)
-			if err != nil {
-				return nil, nil, err
-			}
-			return rows, func() { rows.Close() }, nil
-		},
+		query: sqliteQuery(db),
 		limit: " LIMIT ?",
 		throughputSQL: `SELECT day, finished, succeeded, skipped, failed, bytes_read, avg_seconds
 			FROM report_throughput WHERE day > date('now', '-' || ? || ' days') ORDER BY day`,

@@ -112,6 +112,12 @@ func scanArtifact(row rowScanner) (*index.ArtifactEntry, error) {
 	return &e, nil
 }
 
+func scanString(row rowScanner) (string, error) {
+	var s string
+	err := row.Scan(&s)
+	return s, err
+}
+
 // jobColumns is the select list scanJob reads, for a jobs table aliased "j".
 const jobColumns = `j.registry, j.repository, j.digest, j.source, j.tag, j.status, j.skip_reason,
 	j.last_error, j.attempts, j.options_hash, j.bytes_read, j.worker, j.queued_at, j.started_at, j.finished_at`

@@ -3,14 +3,11 @@ package db
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/soci-indexer/soci-indexer/pkg/index"
@@ -19,6 +16,8 @@ import (
 // sqliteStore is the Store on a SQLite file, for one machine.
 type sqliteStore struct {
 	sqlReporter
+	sqlReader
+	jobFinisher
 	db     *sql.DB
 	locks  *keyedMutex
 	logger *slog.Logger
@@ -44,7 +43,15 @@ func openSQLite(ctx context.Context, dsn string, o options) (*sqliteStore, error
 		return nil, err
 	}
 	report.log(o.logger)
-	return &sqliteStore{sqlReporter: sqliteReporter(sqlDB), db: sqlDB, locks: newKeyedMutex(), logger: o.logger}, nil
+	s := &sqliteStore{
+		sqlReporter: sqliteReporter(sqlDB),
+		sqlReader:   sqliteReader(sqlDB),
+		db:          sqlDB,
+		locks:       newKeyedMutex(),
+		logger:      o.logger,
+	}
+	s.jobFinisher = s.finish
+	return s, nil
 }
 
 func connectSQLite(ctx context.Context, dsn string) (*sql.DB, error) {
@@ -89,6 +96,8 @@ func (s *sqliteStore) inTx(ctx context.Context, f func(tx *sql.Tx) error) error 
 	return tx.Commit()
 }
 
+// liteArtifactSelect reads artifacts with their locations as JSON, in the
+// order pgArtifactSelect gives them.
 const liteArtifactSelect = `SELECT ` + artifactColumns + `,
 	(SELECT json_group_array(json_array(l.registry, l.repository)) FROM (SELECT registry, repository
 		FROM artifact_locations WHERE digest = a.digest ORDER BY registry, repository) AS l)
@@ -155,118 +164,10 @@ func (s *sqliteStore) WriteArtifactEntries(ctx context.Context, entries []*index
 	return nil
 }
 
-func (s *sqliteStore) GetArtifactEntry(ctx context.Context, dgst string) (*index.ArtifactEntry, error) {
-	e, err := scanArtifact(s.db.QueryRowContext(ctx, liteArtifactSelect+" WHERE a.digest = ?", dgst))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("db: %s: %w", dgst, index.ErrArtifactNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: get artifact %s: %w", dgst, err)
-	}
-	return e, nil
-}
-
-func (s *sqliteStore) GetArtifactType(ctx context.Context, dgst string) (index.ArtifactEntryType, error) {
-	var t index.ArtifactEntryType
-	err := s.db.QueryRowContext(ctx, "SELECT type FROM artifacts WHERE digest = ?", dgst).Scan(&t)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("db: %s: %w", dgst, index.ErrArtifactNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("db: get artifact type %s: %w", dgst, err)
-	}
-	return t, nil
-}
-
-// queryArtifacts runs a query of liteArtifactSelect and reads every row.
-func (s *sqliteStore) queryArtifacts(ctx context.Context, query string, args ...any) ([]*index.ArtifactEntry, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*index.ArtifactEntry
-	for rows.Next() {
-		e, err := scanArtifact(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
-func (s *sqliteStore) Walk(ctx context.Context, f func(*index.ArtifactEntry) error) error {
-	after := ""
-	for {
-		page, err := s.queryArtifacts(ctx, liteArtifactSelect+" WHERE a.digest > ? ORDER BY a.digest LIMIT ?",
-			after, walkPageSize)
-		if err != nil {
-			return fmt.Errorf("db: walk artifacts: %w", err)
-		}
-		for _, e := range page {
-			if err := f(e); err != nil {
-				return err
-			}
-		}
-		if len(page) < walkPageSize {
-			return nil
-		}
-		after = page[len(page)-1].Digest
-	}
-}
-
-// queryer is a *sql.DB or *sql.Tx.
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
+// queryStrings reads the one text column of every row query returns; q is
+// a *sql.DB or a *sql.Tx.
 func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
-}
-
-func (s *sqliteStore) GetArtifactEntriesByImageDigest(ctx context.Context, imageDigest string) ([]string, error) {
-	digests, err := queryStrings(ctx, s.db, `SELECT digest FROM artifacts
-		WHERE type = 'soci_index' AND image_digest = ? AND media_type = ? ORDER BY digest`,
-		imageDigest, ociManifestMediaType)
-	if err != nil {
-		return nil, fmt.Errorf("db: indexes of image %s: %w", imageDigest, err)
-	}
-	return digests, nil
-}
-
-func (s *sqliteStore) IndexEntriesOf(ctx context.Context, registry, repository string, digests []string) ([]*index.ArtifactEntry, error) {
-	if len(digests) == 0 {
-		return nil, nil
-	}
-	// The digests go in as one JSON array: SQLite has no array parameters.
-	list, err := json.Marshal(digests)
-	if err != nil {
-		return nil, fmt.Errorf("db: indexes of %s/%s: %w", registry, repository, err)
-	}
-	entries, err := s.queryArtifacts(ctx, liteArtifactSelect+`
-		WHERE a.type = 'soci_index'
-		AND (a.image_digest IN (SELECT value FROM json_each(?3)) OR a.location IN (SELECT value FROM json_each(?3)))
-		AND EXISTS (SELECT 1 FROM artifact_locations l
-			WHERE l.digest = a.digest AND l.registry = ?1 AND l.repository = ?2)
-		ORDER BY a.digest`, registry, repository, string(list))
-	if err != nil {
-		return nil, fmt.Errorf("db: indexes of %s/%s@%v: %w", registry, repository, digests, err)
-	}
-	return entries, nil
+	return queryAll(ctx, sqliteQuery(q), scanString, query, args...)
 }
 
 func (s *sqliteStore) RemoveArtifactEntryByIndexDigest(ctx context.Context, dgst string) error {
@@ -305,20 +206,6 @@ func (s *sqliteStore) RemoveOldArtifacts(ctx context.Context, exists index.Exist
 	}
 	s.logger.Info("removed old artifacts", "artifacts", len(stale.artifacts), "locations", len(stale.locations))
 	return nil
-}
-
-func (s *sqliteStore) FindReusableZtoc(ctx context.Context, layerDigest digest.Digest, spanSize int64, builderVersion string) (*index.ArtifactEntry, error) {
-	found, err := s.queryArtifacts(ctx, liteArtifactSelect+`
-		WHERE a.type = 'soci_layer' AND a.original_digest = ? AND a.span_size = ? AND a.builder_version = ?
-		ORDER BY a.created_at DESC, a.digest LIMIT 1`, layerDigest.String(), spanSize, builderVersion)
-	if err != nil {
-		return nil, fmt.Errorf("db: find zTOC for layer %s: %w", layerDigest, err)
-	}
-	if len(found) == 0 {
-		return nil, fmt.Errorf("db: zTOC for layer %s (span %d, builder %q): %w",
-			layerDigest, spanSize, builderVersion, index.ErrArtifactNotFound)
-	}
-	return found[0], nil
 }
 
 func (s *sqliteStore) RecordLayerUses(ctx context.Context, image JobKey, uses []LayerUse) error {

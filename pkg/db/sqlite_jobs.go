@@ -9,8 +9,6 @@ import (
 	"time"
 )
 
-const liteJobWhere = " WHERE j.registry = ? AND j.repository = ? AND j.digest = ?"
-
 func (s *sqliteStore) UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error) {
 	if err := key.validate(); err != nil {
 		return nil, err
@@ -87,94 +85,4 @@ func (s *sqliteStore) finish(ctx context.Context, key JobKey, o outcome) error {
 		return fmt.Errorf("db: mark job %s %s: %w", key, o.jobStatus, sqliteError(err))
 	}
 	return nil
-}
-
-func (s *sqliteStore) Succeed(ctx context.Context, key JobKey, result JobResult) error {
-	return s.finish(ctx, key, succeeded(result))
-}
-
-func (s *sqliteStore) Skip(ctx context.Context, key JobKey, reason string) error {
-	return s.finish(ctx, key, skipped(reason))
-}
-
-func (s *sqliteStore) Fail(ctx context.Context, key JobKey, cause error, permanent bool) error {
-	return s.finish(ctx, key, failed(cause, permanent))
-}
-
-func (s *sqliteStore) Get(ctx context.Context, key JobKey) (*Job, error) {
-	job, err := scanJob(s.db.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs j"+liteJobWhere,
-		key.Registry, key.Repository, key.Digest))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("db: %s: %w", key, ErrJobNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("db: get job %s: %w", key, err)
-	}
-	return job, nil
-}
-
-func (s *sqliteStore) List(ctx context.Context, filter JobFilter) ([]*Job, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+jobColumns+` FROM jobs j
-		WHERE (?1 = '' OR j.registry = ?1) AND (?2 = '' OR j.repository = ?2) AND (?3 = '' OR j.status = ?3)
-		ORDER BY j.queued_at DESC, j.id DESC LIMIT ?4`,
-		filter.Registry, filter.Repository, string(filter.Status), filter.limit())
-	if err != nil {
-		return nil, fmt.Errorf("db: list jobs: %w", err)
-	}
-	defer rows.Close()
-	var jobs []*Job
-	for rows.Next() {
-		job, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("db: list jobs: %w", err)
-		}
-		jobs = append(jobs, job)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("db: list jobs: %w", err)
-	}
-	return jobs, nil
-}
-
-func (s *sqliteStore) Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, error) {
-	attempts, err := s.queryAttempts(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("db: attempts of job %s: %w", key, err)
-	}
-	if len(attempts) == 0 {
-		if _, err := s.Get(ctx, key); err != nil {
-			return nil, err
-		}
-	}
-	return attempts, nil
-}
-
-func (s *sqliteStore) queryAttempts(ctx context.Context, key JobKey) ([]*JobAttempt, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+attemptColumns+` FROM job_attempts a
-		JOIN jobs j ON j.id = a.job_id`+liteJobWhere+" ORDER BY a.attempt",
-		key.Registry, key.Repository, key.Digest)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var attempts []*JobAttempt
-	for rows.Next() {
-		a, err := scanAttempt(rows)
-		if err != nil {
-			return nil, err
-		}
-		attempts = append(attempts, a)
-	}
-	return attempts, rows.Err()
-}
-
-func (s *sqliteStore) IsIndexed(ctx context.Context, key JobKey, optionsHash string) (bool, error) {
-	var indexed bool
-	err := s.db.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM jobs j"+liteJobWhere+
-		" AND j.status = 'succeeded' AND j.options_hash = ?)",
-		key.Registry, key.Repository, key.Digest, optionsHash).Scan(&indexed)
-	if err != nil {
-		return false, fmt.Errorf("db: is %s indexed: %w", key, err)
-	}
-	return indexed, nil
 }
