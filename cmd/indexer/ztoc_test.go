@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -159,5 +160,31 @@ func TestZtocCreateFailureWritesNothing(t *testing.T) {
 	if _, err := runZtoc(t, "create", filepath.Join(dir, "layer.tar.gz"), "-o", filepath.Join(dir, "no", "such", "dir.ztoc")); err == nil ||
 		!strings.Contains(err.Error(), "dir.ztoc") {
 		t.Errorf("create into a missing directory: error %v, want one naming the output", err)
+	}
+}
+
+// limitHeapGrowth lowers the runtime's memory limit while a build runs,
+// keeps a lower limit the user set, and restores the limit when stopped.
+func TestLimitHeapGrowth(t *testing.T) {
+	original := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(original)
+
+	stop := limitHeapGrowth()
+	during := debug.SetMemoryLimit(-1)
+	stop()
+	if during >= original || during < ztocHeapSlack {
+		t.Errorf("limit during the build %d, want at least the slack %d and below the previous %d", during, ztocHeapSlack, original)
+	}
+	if after := debug.SetMemoryLimit(-1); after != original {
+		t.Errorf("limit after stop %d, want the previous %d", after, original)
+	}
+
+	const userLimit = 4 << 20 // below any live heap plus the slack
+	debug.SetMemoryLimit(userLimit)
+	stop = limitHeapGrowth()
+	during = debug.SetMemoryLimit(-1)
+	stop()
+	if during != userLimit || debug.SetMemoryLimit(-1) != userLimit {
+		t.Errorf("a lower GOMEMLIMIT was not kept: %d during the build", during)
 	}
 }
