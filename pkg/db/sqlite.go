@@ -186,6 +186,9 @@ func (s *sqliteStore) RemoveOldArtifacts(ctx context.Context, exists index.Exist
 	if err != nil {
 		return err
 	}
+	if len(stale.locations) == 0 && len(stale.artifacts) == 0 {
+		return nil
+	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		for _, l := range stale.locations {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM artifact_locations
