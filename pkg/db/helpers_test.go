@@ -10,9 +10,6 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 )
 
-// adminURL is the Postgres every test database is created on.
-func adminURL() string { return testpg.AdminURL() }
-
 // newPostgresDSN creates an empty database for the test and drops it when
 // the test ends.
 func newPostgresDSN(tb testing.TB) string {

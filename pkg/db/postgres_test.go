@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/soci-indexer/soci-indexer/internal/testpg"
 )
 
 func TestPostgresConformance(t *testing.T) {
@@ -161,13 +163,8 @@ func TestPostgresUnreachable(t *testing.T) {
 func TestPostgresConnectionLoss(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := newPostgresDSN(t)
+	dsn, name := testpg.NewDatabase(t, "soci_test")
 	s := openStore(t, dsn, WithMaxConns(4))
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
 
 	for i := range 4 {
 		mustWrite(t, s, ztocEntry(fakeDigest(fmt.Sprint("layer", i)), 1<<22, "v1", repoA))
@@ -192,11 +189,9 @@ func TestPostgresConnectionLoss(t *testing.T) {
 		sleeping <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
-	var killed int
-	err = admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&killed)
-	if err != nil || killed < 3 {
-		t.Fatalf("terminated %d backends, %v", killed, err)
+	killed := testpg.TerminateConnections(t, name)
+	if killed < 3 {
+		t.Fatalf("terminated %d backends, want at least 3", killed)
 	}
 	if err := <-sleeping; err == nil || !IsTransient(err) {
 		t.Errorf("query whose backend was terminated: %v, want a transient error", err)
