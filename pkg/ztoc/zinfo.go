@@ -218,9 +218,7 @@ func (w *zinfoWriter) count() int { return w.n }
 // bytes assembles the blob and drops the chunks, each as soon as it is
 // copied.
 func (w *zinfoWriter) bytes() []byte {
-	blob := make([]byte, zinfoHeaderSize, zinfoHeaderSize+w.n*checkpointSize)
-	binary.LittleEndian.PutUint32(blob[0:4], uint32(w.n))
-	binary.LittleEndian.PutUint64(blob[4:12], uint64(w.spanSize))
+	blob := w.appendHeader(make([]byte, 0, zinfoHeaderSize+w.n*checkpointSize))
 	for i, c := range w.chunks {
 		blob = append(blob, c...)
 		w.chunks[i] = nil // collectable while the rest is copied
@@ -232,10 +230,14 @@ func (w *zinfoWriter) bytes() []byte {
 // pieces returns the blob as its header followed by the chunks, which it
 // shares with w.
 func (w *zinfoWriter) pieces() checkpointPieces {
-	header := make([]byte, zinfoHeaderSize)
-	binary.LittleEndian.PutUint32(header[0:4], uint32(w.n))
-	binary.LittleEndian.PutUint64(header[4:12], uint64(w.spanSize))
-	return append(checkpointPieces{header}, w.chunks...)
+	return append(checkpointPieces{w.appendHeader(nil)}, w.chunks...)
+}
+
+// appendHeader appends the blob's header: the checkpoint count and the span
+// size.
+func (w *zinfoWriter) appendHeader(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(w.n))
+	return binary.LittleEndian.AppendUint64(b, uint64(w.spanSize))
 }
 
 // tarZinfo is the geometry of an uncompressed layer: fixed spans of the file.
