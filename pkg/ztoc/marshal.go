@@ -319,7 +319,7 @@ func encodedSizeBound(z *Ztoc, files fileChunks, checkpointBytes int) int {
 	var layouts [1 << 7]bool
 	var modTime []byte
 	for f := range files.all() {
-		modTime, _ = f.ModTime.UTC().AppendText(modTime[:0])
+		modTime = appendModTimeText(modTime[:0], f.ModTime)
 		n += stringSize(len(f.Name)) + stringSize(len(f.Type)) + stringSize(len(f.Linkname)) +
 			stringSize(len(f.Uname)) + stringSize(len(f.Gname)) + stringSize(len(modTime))
 		var layout int
@@ -655,6 +655,14 @@ func (z *Ztoc) zinfo() (zinfo, error) {
 // modTimeText is how Marshal writes a modification time. Like soci, a time
 // MarshalText refuses (a year outside 0-9999) is written as "".
 func modTimeText(t time.Time) string {
-	b, _ := t.UTC().MarshalText()
-	return string(b)
+	return string(appendModTimeText(nil, t))
+}
+
+// appendModTimeText appends the text modTimeText returns; encodedSizeBound
+// measures it without allocating a string per entry.
+func appendModTimeText(b []byte, t time.Time) []byte {
+	if text, err := t.UTC().AppendText(b); err == nil {
+		return text
+	}
+	return b // AppendText returns nil on error; append nothing instead
 }
