@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -132,7 +133,7 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 func TestPostgresConnectionLoss(t *testing.T) {
 	cfg := testConfig(t)
 	useMachineNATS(t, &cfg)
-	dsn, dbName := postgresDSN(t)
+	dsn, dbName := testpg.NewDatabase(t, "svc")
 	cfg.DatabaseURL = dsn
 	cfg.Webhook = true
 	cfg.WebhookSecret = "test-secret"
@@ -151,7 +152,7 @@ func TestPostgresConnectionLoss(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(600 * time.Millisecond):
-				killed.Add(int64(terminateConnections(t, dbName)))
+				killed.Add(int64(testpg.TerminateConnections(t, dbName)))
 			}
 		}
 	})

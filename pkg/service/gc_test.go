@@ -13,6 +13,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -175,7 +176,7 @@ func TestDeleteMultiPlatformRemovesArtifacts(t *testing.T) {
 			t.Run(backend+"/"+v.String(), func(t *testing.T) {
 				var store Store
 				if backend == "postgres" {
-					dsn, _ := postgresDSN(t)
+					dsn, _ := testpg.NewDatabase(t, "svc")
 					store = openStore(t, dsn)
 				} else {
 					store = newSQLite(t)
@@ -230,7 +231,7 @@ func TestDeleteEventRemovesMultiPlatformArtifacts(t *testing.T) {
 			cfg.IndexVersion = "v2"
 			if backend == "postgres" {
 				useMachineNATS(t, &cfg)
-				cfg.DatabaseURL, _ = postgresDSN(t)
+				cfg.DatabaseURL, _ = testpg.NewDatabase(t, "svc")
 				cfg.Webhook = true
 				cfg.WebhookSecret = "test-secret"
 			}

@@ -27,7 +27,6 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
-	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -142,20 +141,6 @@ func useMachineNATS(t *testing.T, cfg *config.Config) {
 		_ = js.DeleteStream(ctx, name)
 		_ = js.DeleteStream(ctx, name+"_DLQ")
 	})
-}
-
-// postgresDSN creates a database for the test on the machine's Postgres and
-// drops it afterwards.
-func postgresDSN(t *testing.T) (dsn, name string) {
-	t.Helper()
-	return testpg.NewDatabase(t, "svc")
-}
-
-// terminateConnections kills every session of database name, as a Postgres
-// restart or a network cut would.
-func terminateConnections(t *testing.T, name string) int {
-	t.Helper()
-	return testpg.TerminateConnections(t, name)
 }
 
 // newEmbeddedNATS starts a NATS server for one test.
