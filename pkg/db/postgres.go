@@ -18,7 +18,6 @@ import (
 
 // postgresStore is the Store on PostgreSQL, shared by every worker.
 type postgresStore struct {
-	sqlReporter
 	sqlReader
 	jobFinisher
 	pool *pgxpool.Pool
@@ -59,12 +58,11 @@ func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, e
 		return nil, fmt.Errorf("db: lock pool: %w", err)
 	}
 	s := &postgresStore{
-		sqlReporter: postgresReporter(pool),
-		sqlReader:   postgresReader(pool),
-		pool:        pool,
-		lockPool:    lockPool,
-		logger:      o.logger,
-		lockConns:   make(map[*pgxpool.Conn]struct{}),
+		sqlReader: postgresReader(pool),
+		pool:      pool,
+		lockPool:  lockPool,
+		logger:    o.logger,
+		lockConns: make(map[*pgxpool.Conn]struct{}),
 	}
 	s.jobFinisher = s.finish
 	return s, nil

@@ -69,9 +69,10 @@ func queryAll[T any](ctx context.Context, query queryFunc, scan func(rowScanner)
 	return out, rows.Err()
 }
 
-// sqlReader implements the reads of Store for both backends. Their SQL is
-// the same but for how an artifact's locations are aggregated and how a
-// list parameter is unpacked. It uses $n placeholders, which
+// sqlReader implements the reads of Store, reports included, for both
+// backends. Their SQL is the same but for how an artifact's locations are
+// aggregated, how a list parameter is unpacked and the date arithmetic of
+// the throughput report. It uses $n placeholders, which
 // modernc.org/sqlite binds by number as pgx does.
 //
 // A row that is not there is told by errors.Is(err, sql.ErrNoRows):
@@ -87,6 +88,8 @@ type sqlReader struct {
 	// parameter param holds: SQLite has no array parameters, so lists go in
 	// as JSON on both backends.
 	jsonStrings func(param string) string
+	// throughputSQL selects report_throughput for the last $1 days.
+	throughputSQL string
 }
 
 func postgresReader(pool *pgxpool.Pool) sqlReader {
@@ -99,6 +102,8 @@ func postgresReader(pool *pgxpool.Pool) sqlReader {
 		jsonStrings: func(param string) string {
 			return "SELECT json_array_elements_text(" + param + "::json)"
 		},
+		throughputSQL: `SELECT day::text, finished, succeeded, skipped, failed, bytes_read, avg_seconds
+			FROM report_throughput WHERE day > current_date - $1::int ORDER BY day`,
 	}
 }
 
@@ -112,6 +117,8 @@ func sqliteReader(db *sql.DB) sqlReader {
 		jsonStrings: func(param string) string {
 			return "SELECT value FROM json_each(" + param + ")"
 		},
+		throughputSQL: `SELECT day, finished, succeeded, skipped, failed, bytes_read, avg_seconds
+			FROM report_throughput WHERE day > date('now', '-' || $1 || ' days') ORDER BY day`,
 	}
 }
 

@@ -95,20 +95,6 @@ const (
 		FROM report_largest ORDER BY layer_size DESC, ztoc_size DESC, layer_digest, ztoc_digest`
 )
 
-// rowsOf collects report rows as a backend scans them.
-type rowsOf[T any] struct{ rows []T }
-
-func (r *rowsOf[T]) scanWith(scan func(rowScanner, *T) error) func(rowScanner) error {
-	return func(row rowScanner) error {
-		var v T
-		if err := scan(row, &v); err != nil {
-			return err
-		}
-		r.rows = append(r.rows, v)
-		return nil
-	}
-}
-
 func scanCoverage(row rowScanner, r *CoverageRow) error {
 	return row.Scan(&r.Registry, &r.Repository, &r.Images, &r.Indexed, &r.Skipped, &r.Failed, &r.Pending)
 }

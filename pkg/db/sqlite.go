@@ -15,7 +15,6 @@ import (
 
 // sqliteStore is the Store on a SQLite file, for one machine.
 type sqliteStore struct {
-	sqlReporter
 	sqlReader
 	jobFinisher
 	db     *sql.DB
@@ -44,11 +43,10 @@ func openSQLite(ctx context.Context, dsn string, o options) (*sqliteStore, error
 	}
 	report.log(o.logger)
 	s := &sqliteStore{
-		sqlReporter: sqliteReporter(sqlDB),
-		sqlReader:   sqliteReader(sqlDB),
-		db:          sqlDB,
-		locks:       newKeyedMutex(),
-		logger:      o.logger,
+		sqlReader: sqliteReader(sqlDB),
+		db:        sqlDB,
+		locks:     newKeyedMutex(),
+		logger:    o.logger,
 	}
 	s.jobFinisher = s.finish
 	return s, nil
