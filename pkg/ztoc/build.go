@@ -104,11 +104,7 @@ func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, erro
 	}
 	z := b.ztoc()
 	z.FileMetadata = b.files.concat()
-	if b.zinfo != nil {
-		z.Checkpoints = b.zinfo.bytes()
-	} else {
-		z.Checkpoints = b.tarCheckpoints
-	}
+	z.Checkpoints = b.checkpointBytes()
 	return &Result{Ztoc: z, LayerDigest: b.layerDigest, LayerSize: b.blobSize}, nil
 }
 
@@ -207,9 +203,7 @@ type builder struct {
 	tarSize          int64
 	spanDigests      []digest.Digest
 	zinfo            *zinfoWriter // gzip checkpoints, in chunks
-	tarCheckpoints   []byte       // the TarZinfo of an uncompressed layer
-	checkpointCount  int
-	tarZinfo         *tarZinfo
+	tarZinfo         *tarZinfo    // an uncompressed layer's spans
 	emptyFirstBlocks bool
 
 	// names interns user and group names, which few entries of a layer
@@ -223,7 +217,15 @@ func (b *builder) checkpointPieces() checkpointPieces {
 	if b.zinfo != nil {
 		return b.zinfo.pieces()
 	}
-	return checkpointPieces{b.tarCheckpoints}
+	return checkpointPieces{encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size)}
+}
+
+// checkpointBytes returns the checkpoints field as one blob.
+func (b *builder) checkpointBytes() []byte {
+	if b.zinfo != nil {
+		return b.zinfo.bytes()
+	}
+	return encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size)
 }
 
 // intern returns a copy of s shared with earlier equal strings.
@@ -253,7 +255,7 @@ func (b *builder) ztoc() *Ztoc {
 	if b.tarZinfo != nil {
 		z.MaxSpanID = b.tarZinfo.maxSpanID()
 	} else {
-		z.MaxSpanID = SpanID(b.checkpointCount - 1)
+		z.MaxSpanID = SpanID(b.zinfo.count() - 1)
 	}
 	return z
 }
@@ -344,7 +346,6 @@ func (b *builder) buildUncompressed(ctx context.Context, r io.Reader) error {
 	}
 	b.spanDigests = spans.finish()
 	b.tarZinfo = &tarZinfo{spanSize: b.cfg.spanSize, size: b.blobSize}
-	b.tarCheckpoints = encodeTarZinfo(b.cfg.spanSize, b.blobSize)
 	return nil
 }
 
@@ -435,7 +436,7 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 		b.cfg.logger.Warn("gzip stream starts with a deflate block that produces no output; "+
 			"like soci, the zTOC has two checkpoints at uncompressed offset 0, and soci's snapshotter "+
 			"rejects it as non-monotonic, so the layer will not be lazily loaded",
-			"checkpoints", b.checkpointCount)
+			"checkpoints", b.zinfo.count())
 	}
 	return nil
 }
@@ -511,8 +512,7 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 	close(src.hasher)
 	out.close()
 	b.zinfo = zinfo
-	b.checkpointCount = zinfo.count()
-	if b.checkpointCount == 0 {
+	if zinfo.count() == 0 {
 		return fmt.Errorf("%w: gzip: no deflate data", ErrCorruptLayer)
 	}
 	return nil
