@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
@@ -354,9 +353,9 @@ func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
 	switch {
 	case len(cfg.Platforms) > 0:
 		for _, p := range cfg.Platforms {
-			platform, err := parsePlatform(p)
+			platform, err := index.ParsePlatform(p)
 			if err != nil {
-				return nil, "", err
+				return nil, "", fmt.Errorf("%w: %w", config.ErrInvalid, err)
 			}
 			opts = append(opts, index.WithPlatform(platform))
 		}
@@ -366,19 +365,6 @@ func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
 		identity += "|platforms=all"
 	}
 	return opts, identity, nil
-}
-
-// parsePlatform parses os/arch[/variant].
-func parsePlatform(s string) (ocispec.Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return ocispec.Platform{}, fmt.Errorf("%w: platform %q: want os/arch[/variant]", config.ErrInvalid, s)
-	}
-	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
 }
 
 // logStartup says what runs where, and how to try it.
