@@ -61,7 +61,7 @@ func TestZtocCommands(t *testing.T) {
 	} {
 		t.Run(tc.compression, func(t *testing.T) {
 			layer := filepath.Join(dir, tc.layer)
-			out, err := runZtoc(t, "create", layer, "--span-size", "65536")
+			out, err := runZtoc(t, "create", layer, "--span-size", "1048576")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,6 +122,8 @@ func TestZtocCommandErrors(t *testing.T) {
 		{"create", filepath.Join(dir, "missing")},
 		{"create", filepath.Join(dir, "layer.tar"), "--gzip", "-o", filepath.Join(dir, "x")},
 		{"create", filepath.Join(dir, "layer.tar"), "--uncompressed", "--span-size", "0", "-o", filepath.Join(dir, "x")},
+		{"create", filepath.Join(dir, "layer.tar.gz"), "--span-size", "100", "-o", filepath.Join(dir, "x")},
+		{"create", filepath.Join(dir, "layer.tar.gz"), "--span-size", "1", "-o", filepath.Join(dir, "x")},
 		{"info", filepath.Join(dir, "layer.tar")},
 		{"extract", filepath.Join(dir, "layer.tar"), "etc/hostname"},
 	} {
@@ -144,7 +146,7 @@ func TestZtocExtractNonRegularFile(t *testing.T) {
 	if err := os.WriteFile(layer, raw.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runZtoc(t, "create", layer, "--span-size", "65536"); err != nil {
+	if _, err := runZtoc(t, "create", layer, "--span-size", "1048576"); err != nil {
 		t.Fatal(err)
 	}
 	for name, what := range map[string]string{"etc/": "is a directory", "etc/localtime": "symbolic link to /usr/share/zoneinfo/UTC"} {

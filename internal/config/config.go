@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
 )
 
 // Index versions accepted by Config.IndexVersion.
@@ -174,7 +176,7 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		b("v2_tag_template", "v2-tag-template", "INDEXER_V2_TAG_TEMPLATE", "{tag}-soci",
 			"tag of the v2 SOCI-enabled image index; {tag} is the image's tag", str(&c.V2TagTemplate, "")),
 		b("span_size", "span-size", "INDEXER_SPAN_SIZE", "4194304",
-			"zTOC span size in uncompressed bytes", size(&c.SpanSize, 1<<22)),
+			"zTOC span size in uncompressed bytes (at least 1 MiB: each span adds a 32 KiB window to the zTOC)", size(&c.SpanSize, 1<<22)),
 		b("min_layer_size", "min-layer-size", "INDEXER_MIN_LAYER_SIZE", "10485760",
 			"layers smaller than this (compressed) get no zTOC", size(&c.MinLayerSize, 10<<20)),
 		b("platforms", "platform", "INDEXER_PLATFORMS", "",
@@ -330,8 +332,11 @@ func (c *Config) Validate() error {
 	if c.LayerConcurrency < 1 {
 		return fmt.Errorf("%w: layer concurrency must be at least 1, got %d", ErrInvalid, c.LayerConcurrency)
 	}
-	if c.SpanSize <= 0 || c.MinLayerSize < 0 {
-		return fmt.Errorf("%w: span size must be > 0 and min layer size >= 0", ErrInvalid)
+	if err := ztoc.CheckSpanSize(c.SpanSize); err != nil {
+		return fmt.Errorf("%w: span size: %w", ErrInvalid, err)
+	}
+	if c.MinLayerSize < 0 {
+		return fmt.Errorf("%w: min layer size must be >= 0, got %d", ErrInvalid, c.MinLayerSize)
 	}
 	if c.AckWait < time.Second {
 		return fmt.Errorf("%w: ack wait must be at least 1s, got %s", ErrInvalid, c.AckWait)

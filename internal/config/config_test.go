@@ -93,6 +93,9 @@ func TestInvalid(t *testing.T) {
 		"unknown key":   {env: map[string]string{"INDEXER_CONFIG": writeFile(t, "wrokers: 2\n")}},
 		"missing file":  {args: []string{"--config", "/nonexistent/indexer.yaml"}},
 		"nested values": {env: map[string]string{"INDEXER_CONFIG": writeFile(t, "workers: {a: 1}\n")}},
+		"span 0":        {args: []string{"--span-size", "0"}},
+		"span 100":      {env: map[string]string{"INDEXER_SPAN_SIZE": "100"}},
+		"span 64 KiB":   {args: []string{"--span-size", "65536"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := load(t, tc.args, tc.env); err == nil {
