@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,11 +36,15 @@ func TestBasicAuthRegistry(t *testing.T) {
 		"flags":         {Username: "alice", Password: "s3cret"},
 		"docker config": {DockerConfig: dockerConfig("alice", "s3cret")},
 	}
-	bad := map[string]Options{
-		"no credentials":            {NoDockerConfig: true},
-		"docker config, other host": {DockerConfig: dockerConfigFor(t, "elsewhere.example:5000", "alice", "s3cret")},
-		"wrong password":            {Username: "alice", Password: "guess"},
-		"docker config, wrong user": {DockerConfig: dockerConfig("bob", "s3cret")},
+	// Each bad client with the user the registry must be said to refuse.
+	bad := map[string]struct {
+		opts Options
+		user string
+	}{
+		"no credentials":            {Options{NoDockerConfig: true}, ""},
+		"docker config, other host": {Options{DockerConfig: dockerConfigFor(t, "elsewhere.example:5000", "alice", "s3cret")}, ""},
+		"wrong password":            {Options{Username: "alice", Password: "guess"}, "alice"},
+		"docker config, wrong user": {Options{DockerConfig: dockerConfig("bob", "s3cret")}, "bob"},
 	}
 
 	var seed uint64
@@ -81,8 +86,9 @@ func TestBasicAuthRegistry(t *testing.T) {
 		})
 	}
 
-	for name, opts := range bad {
+	for name, tc := range bad {
 		t.Run(name, func(t *testing.T) {
+			opts := tc.opts
 			opts.PlainHTTP = true
 			c, err := New(opts)
 			if err != nil {
@@ -97,7 +103,7 @@ func TestBasicAuthRegistry(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = demoimage.Push(ctx, repo, "denied", []demoimage.Layer{layer})
-			assertUnauthorized(t, "push", err)
+			assertUnauthorized(t, "push", err, reg.Addr(), tc.user)
 
 			// The images the good clients pushed cannot be indexed either.
 			builder, err := index.NewIndexBuilder(repo, index.WithMinLayerSize(0))
@@ -105,7 +111,7 @@ func TestBasicAuthRegistry(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = builder.Build(ctx, "flags")
-			assertUnauthorized(t, "index", err)
+			assertUnauthorized(t, "index", err, reg.Addr(), tc.user)
 		})
 	}
 }
@@ -122,15 +128,28 @@ func dockerConfigFor(t *testing.T, host, user, password string) string {
 	return path
 }
 
-// assertUnauthorized checks that err is the registry's 401 (wrong
-// credentials) or ErrNoCredentials (none), and that its text says 401.
-func assertUnauthorized(t *testing.T, what string, err error) {
+// assertUnauthorized checks that err is the registry's 401 or
+// ErrNoCredentials (no credentials at all), and that its text says 401 and
+// names the registry and, when credentials were sent, the user refused.
+func assertUnauthorized(t *testing.T, what string, err error, registry, user string) {
 	t.Helper()
-	var resp *errcode.ErrorResponse
-	if !errors.Is(err, ErrNoCredentials) && (!errors.As(err, &resp) || resp.StatusCode != http.StatusUnauthorized) {
-		t.Fatalf("%s: got %v, want a 401 from the registry", what, err)
+	var (
+		resp    *errcode.ErrorResponse
+		refused *RefusedError
+	)
+	switch {
+	case user == "" && errors.Is(err, ErrNoCredentials):
+	case errors.As(err, &refused) && errors.As(err, &resp) && resp.StatusCode == http.StatusUnauthorized:
+		if refused.Registry != registry || refused.User != user {
+			t.Errorf("%s: refused %q by %s, want %q by %s", what, refused.User, refused.Registry, user, registry)
+		}
+		if user != "" && !strings.Contains(err.Error(), fmt.Sprintf("user %q", user)) {
+			t.Errorf("%s: error %q does not name user %q", what, err, user)
+		}
+	default:
+		t.Fatalf("%s: got %v, want a 401 from the registry, said to refuse %q", what, err, user)
 	}
-	if !strings.Contains(err.Error(), "401") {
-		t.Errorf("%s: error %q does not name the 401", what, err)
+	if !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), registry) {
+		t.Errorf("%s: error %q does not name the 401 and the registry %s", what, err, registry)
 	}
 }
