@@ -22,6 +22,12 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
 )
 
+// Default HTTP listen addresses, by mode.
+const (
+	DefaultListen         = ":8080"
+	DefaultAllInOneListen = "127.0.0.1:8080"
+)
+
 // Index versions accepted by Config.IndexVersion.
 const (
 	IndexVersionV1   = "v1"
@@ -138,8 +144,8 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 			"NATS server with JetStream, e.g. nats://nats:4222", str(&c.NATSURL, "")),
 		b("database_url", "database-url", "INDEXER_DATABASE_URL", "",
 			"postgres://user:pass@host/db or sqlite://PATH", str(&c.DatabaseURL, "")),
-		b("listen", "listen", "INDEXER_LISTEN", ":8080",
-			"HTTP address for /metrics, /healthz, /readyz (and the webhook in all-in-one mode)", str(&c.Listen, ":8080")),
+		b("listen", "listen", "INDEXER_LISTEN", "127.0.0.1:8080 all-in-one, :8080 otherwise",
+			"HTTP address for /metrics, /healthz, /readyz (and the webhook in all-in-one mode)", str(&c.Listen, "")),
 		b("registry_listen", "registry-listen", "INDEXER_REGISTRY_LISTEN", "",
 			"all-in-one: also run a registry on this address whose notifications feed the workers", str(&c.RegistryListen, "")),
 		b("webhook", "webhook", "INDEXER_WEBHOOK", "false",
@@ -280,6 +286,15 @@ func (l *Loader) Load() error {
 	for k := range fromFile {
 		if !known[k] {
 			return fmt.Errorf("config: %s: unknown key %q", l.cfg.File, k)
+		}
+	}
+	if l.cfg.Listen == "" {
+		// All-in-one is a single machine's tool: it listens on loopback
+		// unless told otherwise; a deployed service listens on every
+		// interface of its container.
+		l.cfg.Listen = DefaultListen
+		if l.cfg.UseEmbedded() {
+			l.cfg.Listen = DefaultAllInOneListen
 		}
 	}
 	return l.cfg.Validate()
