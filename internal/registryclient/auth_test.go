@@ -32,9 +32,16 @@ func TestBasicAuthRegistry(t *testing.T) {
 	dockerConfig := func(user, password string) string {
 		return dockerConfigFor(t, reg.Addr(), user, password)
 	}
+	helperDir := credentialHelper(t, "sitest", reg.Addr(), "alice", "s3cret")
+	t.Setenv("PATH", helperDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	credentialHelper(t, "sibad", reg.Addr(), "alice", "guess", helperDir)
 	good := map[string]Options{
 		"flags":         {Username: "alice", Password: "s3cret"},
 		"docker config": {DockerConfig: dockerConfig("alice", "s3cret")},
+		// As ECR, GCR and ACR users log in: a helper program per registry,
+		// or one for every registry.
+		"docker config with credHelpers": {DockerConfig: writeDockerConfig(t, `{"credHelpers":{"`+reg.Addr()+`":"sitest"}}`)},
+		"docker config with credsStore":  {DockerConfig: writeDockerConfig(t, `{"credsStore":"sitest"}`)},
 	}
 	// Each bad client with the user the registry must be said to refuse.
 	bad := map[string]struct {
@@ -45,6 +52,7 @@ func TestBasicAuthRegistry(t *testing.T) {
 		"docker config, other host": {Options{DockerConfig: dockerConfigFor(t, "elsewhere.example:5000", "alice", "s3cret")}, ""},
 		"wrong password":            {Options{Username: "alice", Password: "guess"}, "alice"},
 		"docker config, wrong user": {Options{DockerConfig: dockerConfig("bob", "s3cret")}, "bob"},
+		"credential helper, wrong":  {Options{DockerConfig: writeDockerConfig(t, `{"credHelpers":{"`+reg.Addr()+`":"sibad"}}`)}, "alice"},
 	}
 
 	var seed uint64
@@ -119,13 +127,43 @@ func TestBasicAuthRegistry(t *testing.T) {
 // dockerConfigFor writes a Docker config file with credentials for host.
 func dockerConfigFor(t *testing.T, host, user, password string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.json")
 	encoded := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
-	body := `{"auths":{"` + host + `":{"auth":"` + encoded + `"}}}`
+	return writeDockerConfig(t, `{"auths":{"`+host+`":{"auth":"`+encoded+`"}}}`)
+}
+
+func writeDockerConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.json")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// credentialHelper writes docker-credential-NAME, a credential helper
+// program speaking Docker's helper protocol ("get" reads a server URL on
+// stdin and answers JSON), that knows one user for host. It goes into dir
+// (a new one when none is given), which is returned for PATH.
+func credentialHelper(t *testing.T, name, host, user, secret string, dir ...string) string {
+	t.Helper()
+	d := t.TempDir()
+	if len(dir) > 0 {
+		d = dir[0]
+	}
+	script := `#!/bin/sh
+[ "$1" = get ] || { echo "unsupported: $1" >&2; exit 1; }
+read -r server
+case "$server" in
+` + host + `|http://` + host + `|https://` + host + `)
+	printf '{"ServerURL":"%s","Username":"` + user + `","Secret":"` + secret + `"}\n' "$server" ;;
+*)
+	echo "credentials not found in native keychain"; exit 1 ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(d, "docker-credential-"+name), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // assertUnauthorized checks that err is the registry's 401 or
