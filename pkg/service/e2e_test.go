@@ -16,6 +16,7 @@ import (
 	"oras.land/oras-go/v2"
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
 // TestAllInOnePushIsIndexed: a push to the embedded registry becomes a
@@ -152,8 +153,16 @@ func TestDuplicateNotificationsGiveOneIndex(t *testing.T) {
 	}
 	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "dup/app", Digest: img.Digest.String(), Tag: "v1"}
 	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
-	// Give a duplicate that slipped through time to run.
-	time.Sleep(time.Second)
+	// The registry's event and the two replays all reached the webhook,
+	// which took two of them for duplicates of the queued job: the queue
+	// never held a second job that could still run.
+	waitFor(t, 10*time.Second, "two duplicates counted", func() (bool, error) {
+		text := scrape(t, s)
+		if strings.Contains(text, `soci_indexer_webhook_events_total{outcome="duplicate",source="distribution"} 2`) {
+			return true, nil
+		}
+		return false, fmt.Errorf("webhook counts:\n%s", grepLines(text, "webhook_events_total"))
+	})
 	attempts, err := s.Store().Attempts(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -183,17 +192,20 @@ func TestCorruptLayerIsNotRetried(t *testing.T) {
 	if !strings.Contains(job.LastError, "gzip") {
 		t.Errorf("error %q does not say what is wrong", job.LastError)
 	}
-	time.Sleep(2 * cfg.RetryMax)
+	// The dead letter is written as the job is terminated: from then on
+	// JetStream delivers it no more, so the attempts are final.
+	var dead []queue.DeadLetter
+	waitFor(t, 10*time.Second, "the dead letter", func() (bool, error) {
+		var err error
+		dead, err = s.Queue().DeadLetters(context.Background(), 10)
+		return len(dead) > 0, err
+	})
 	attempts, err := s.Store().Attempts(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(attempts) != 1 {
 		t.Errorf("%d attempts, want 1 (a permanent failure must not be retried)", len(attempts))
-	}
-	dead, err := s.Queue().DeadLetters(context.Background(), 10)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if len(dead) != 1 || dead[0].Job.Digest != img.Digest.String() || !strings.Contains(dead[0].LastError, "gzip") {
 		t.Errorf("dead letters: %+v", dead)
@@ -445,4 +457,15 @@ func TestBackfillRetryFailed(t *testing.T) {
 	if qs.Messages != 1 {
 		t.Errorf("%d jobs in the queue, want 1", qs.Messages)
 	}
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

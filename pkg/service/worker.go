@@ -52,6 +52,7 @@ type Worker struct {
 	metrics     *Metrics
 	log         *slog.Logger
 	allowed     []string // lowercased hosts; empty: all
+	allow       func(string) bool
 }
 
 // WorkerOption configures a Worker.
@@ -108,7 +109,16 @@ func WithAllowedRegistries(hosts ...string) WorkerOption {
 	}
 }
 
+// WithRegistryAllowed decides which registry hosts the worker may reach,
+// instead of WithAllowedRegistries.
+func WithRegistryAllowed(allow func(host string) bool) WorkerOption {
+	return func(w *Worker) { w.allow = allow }
+}
+
 func (w *Worker) registryAllowed(host string) bool {
+	if w.allow != nil {
+		return w.allow(host)
+	}
 	return len(w.allowed) == 0 || slices.Contains(w.allowed, strings.ToLower(host))
 }
 

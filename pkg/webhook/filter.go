@@ -43,6 +43,9 @@ type FilterConfig struct {
 	// name, as the workers' allow-list does; events for any other host are
 	// refused. Empty: every host.
 	AllowedRegistries []string `yaml:"allowed_registries"`
+	// AllowRegistry, when set, decides instead of AllowedRegistries (an
+	// all-in-one server knows its registry's address only once it runs).
+	AllowRegistry func(host string) bool `yaml:"-"`
 }
 
 // DefaultOwnTags returns the default for FilterConfig.OwnTags: the suffix
@@ -55,6 +58,7 @@ type Filter struct {
 	includeTags, excludeTags   []*regexp.Regexp
 	ownTags                    []*regexp.Regexp
 	allowed                    map[string]bool // lowercased; nil: all
+	allow                      func(string) bool
 }
 
 // NewFilter compiles a FilterConfig.
@@ -63,7 +67,7 @@ func NewFilter(cfg FilterConfig) (*Filter, error) {
 	if own == nil {
 		own = DefaultOwnTags()
 	}
-	f := &Filter{}
+	f := &Filter{allow: cfg.AllowRegistry}
 	for _, h := range cfg.AllowedRegistries {
 		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
 			if f.allowed == nil {
@@ -139,7 +143,8 @@ func (f *Filter) Drop(e Event) string {
 	case j.Digest == "" && (j.Action != queue.ActionDelete || j.Tag == ""):
 		// A tag delete names no digest; the worker finds the tag's jobs.
 		return DropNoDigest
-	case f.allowed != nil && j.Registry != "" && !f.allowed[strings.ToLower(j.Registry)]:
+	case f.allow != nil && j.Registry != "" && !f.allow(j.Registry),
+		f.allow == nil && f.allowed != nil && j.Registry != "" && !f.allowed[strings.ToLower(j.Registry)]:
 		return DropRegistry
 	case index.IsReferrersTag(j.Tag):
 		return DropReferrers
