@@ -41,8 +41,10 @@ all-in-one mode it finds the running server through --data-dir.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d repositories, %d tags, %d enqueued, %d already indexed, %d older, %d errors\n",
-				target, stats.Repositories, stats.Tags, stats.Enqueued, stats.Indexed, stats.Older, stats.Errors)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d repositories, %d tags, %d enqueued, %d already queued, "+
+				"%d indexed, %d skipped, %d failed, %d ours, %d older, %d errors\n",
+				target, stats.Repositories, stats.Tags, stats.Enqueued, stats.Duplicates, stats.Indexed,
+				stats.Skipped, stats.Failed, stats.Ours, stats.Older, stats.Errors)
 		}
 		return nil
 	}

@@ -142,3 +142,75 @@ func TestIndexCommand(t *testing.T) {
 		t.Fatal("reference without tag or digest accepted")
 	}
 }
+
+// TestIndexLsListsEveryPlatform: the two platforms of an image share their
+// one layer, so their SOCI indexes are byte-identical; ls still lists a
+// row per platform.
+func TestIndexLsListsEveryPlatform(t *testing.T) {
+	reg, err := registry.Start(context.Background(), registry.Options{DisableDeletes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	ctx := context.Background()
+	c, err := registryclient.New(registryclient.Options{PlainHTTP: true, NoDockerConfig: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := c.Repository(reg.Addr() + "/cli/multi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := func(mt string, b []byte) ocispec.Descriptor {
+		d := ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(b), Size: int64(len(b))}
+		if err := repo.Push(ctx, d, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	data := bytes.Repeat([]byte("shared layer "), 5000)
+	_ = tw.WriteHeader(&tar.Header{Name: "etc/shared", Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+	_, _ = tw.Write(data)
+	_ = tw.Close()
+	var layer bytes.Buffer
+	zw := gzip.NewWriter(&layer)
+	_, _ = zw.Write(tarBuf.Bytes())
+	_ = zw.Close()
+	layerDesc := push(ocispec.MediaTypeImageLayerGzip, layer.Bytes())
+	var manifests []ocispec.Descriptor
+	for _, arch := range []string{"amd64", "arm64"} {
+		platform := ocispec.Platform{OS: "linux", Architecture: arch}
+		config, _ := json.Marshal(ocispec.Image{Platform: platform})
+		m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+			Config: push(ocispec.MediaTypeImageConfig, config), Layers: []ocispec.Descriptor{layerDesc}})
+		d := push(ocispec.MediaTypeImageManifest, m)
+		d.Platform = &platform
+		manifests = append(manifests, d)
+	}
+	idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: manifests})
+	idxDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(idx), Size: int64(len(idx))}
+	if err := repo.PushReference(ctx, idxDesc, bytes.NewReader(idx), "v1"); err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Addr() + "/cli/multi:v1"
+	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runIndexCmd(t, "index", "ls", ref, "--plain-http", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []indexListing
+	if err := json.Unmarshal([]byte(out), &listed); err != nil {
+		t.Fatal(err)
+	}
+	platforms := map[string]string{}
+	for _, l := range listed {
+		platforms[l.Platform] = l.Digest
+	}
+	if len(listed) != 2 || platforms["linux/amd64"] == "" || platforms["linux/amd64"] != platforms["linux/arm64"] {
+		t.Fatalf("ls: %+v, want one row per platform with the same (byte-identical) SOCI index", listed)
+	}
+}

@@ -20,8 +20,9 @@ func newReportCmd() *cobra.Command {
 		Use:   "report " + strings.Join(db.ReportNames, "|"),
 		Short: "Print a report from the database",
 		Long: `Prints one of the report views (docs/db.md describes them):
-  coverage     images per repository: indexed, skipped, failed, pending
-  failures     permanently failed images with their last error
+  coverage     jobs (image, tag) per repository: indexed, skipped, failed, pending
+  failures     permanently failed jobs with their last error
+  skipped      jobs looked at and not indexed, with the reason
   reuse        zTOCs built and reused per repository, and the layer bytes not rebuilt
   largest      the largest layers that got a zTOC, with the zTOC's size
   throughput   attempts finished per UTC day, bytes read, mean duration`,

@@ -49,7 +49,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 				t.Fatal(err)
 			}
 			key := func(repo, s string) db.JobKey {
-				return db.JobKey{Registry: "reg.test:5000", Repository: repo, Digest: digest.FromString(s).String()}
+				return db.JobKey{Registry: "reg.test:5000", Repository: repo, Digest: digest.FromString(s).String(), Tag: "v1"}
 			}
 			for _, step := range []error{
 				run(ctx, store, key("team/app", "a"), nil),
@@ -60,7 +60,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 					t.Fatal(step)
 				}
 			}
-			if _, err := store.UpsertQueued(ctx, key("team/app", "d"), "webhook", "v4"); err != nil {
+			if _, err := store.UpsertQueued(ctx, key("team/app", "d"), "webhook"); err != nil {
 				t.Fatal(err)
 			}
 			store.Close()
@@ -115,7 +115,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 // run records one attempt of the image's job: success when cause is nil,
 // otherwise a permanent failure.
 func run(ctx context.Context, store db.Store, key db.JobKey, cause error) error {
-	if _, err := store.UpsertQueued(ctx, key, "webhook", "v1"); err != nil {
+	if _, err := store.UpsertQueued(ctx, key, "webhook"); err != nil {
 		return err
 	}
 	if _, err := store.Start(ctx, key, "worker-1"); err != nil {

@@ -74,6 +74,10 @@ type Config struct {
 	LayerConcurrency int
 
 	// Registries.
+	// AllowedRegistries are the registry hosts workers may reach and the
+	// webhook accepts events for; empty means the embedded registry in
+	// all-in-one mode with one, else every host.
+	AllowedRegistries   []string
 	PlainHTTP           bool
 	PlainHTTPRegistries []string
 	RegistryCAFile      string
@@ -193,6 +197,9 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		b("layer_concurrency", "layer-concurrency", "INDEXER_LAYER_CONCURRENCY", "2",
 			"layers of one image processed at the same time", integer(&c.LayerConcurrency, 2)),
 
+		b("allowed_registries", "allowed-registry", "INDEXER_ALLOWED_REGISTRIES", "",
+			"registry hosts (host[:port]) workers may reach; jobs and events for others are refused (repeatable; empty: the embedded registry when it runs, else all)",
+			list(&c.AllowedRegistries)),
 		b("plain_http", "plain-http", "INDEXER_PLAIN_HTTP", "false",
 			"talk plain HTTP to every registry", boolean(&c.PlainHTTP, false)),
 		b("plain_http_registries", "plain-http-registry", "INDEXER_PLAIN_HTTP_REGISTRIES", "",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,6 +41,9 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 		{"IndexEntriesOf", testIndexEntriesOf},
 		{"Reports", testReports},
 		{"Lock", testLock},
+		{"JobsPerTag", testJobsPerTag},
+		{"AbandonedAttempt", testAbandonedAttempt},
+		{"LockSession", testLockSession},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -362,7 +366,7 @@ func testConcurrentUpserts(t *testing.T, s Store) {
 			e.Locations = []index.Location{{Registry: "reg", Repository: fmt.Sprint("repo", i)}, repoA}
 			errs <- s.WriteArtifactEntry(ctx, &e)
 			errs <- s.WriteArtifactEntries(ctx, []*index.ArtifactEntry{&e})
-			_, err := s.UpsertQueued(ctx, key, "test", fmt.Sprint("tag", i))
+			_, err := s.UpsertQueued(ctx, key, "test")
 			errs <- err
 		}()
 	}
@@ -407,9 +411,9 @@ func testConstraintErrors(t *testing.T, s Store) {
 
 func testJobLifecycle(t *testing.T, s Store) {
 	ctx := context.Background()
-	key := JobKey{Registry: repoA.Registry, Repository: repoA.Repository, Digest: fakeDigest("image")}
+	key := JobKey{Registry: repoA.Registry, Repository: repoA.Repository, Digest: fakeDigest("image"), Tag: "v1"}
 
-	job, err := s.UpsertQueued(ctx, key, "distribution", "v1")
+	job, err := s.UpsertQueued(ctx, key, "distribution")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,18 +452,18 @@ func testJobLifecycle(t *testing.T, s Store) {
 	}
 
 	// A new event for a failed image queues it again.
-	if job, err = s.UpsertQueued(ctx, key, "", "v2"); err != nil || job.Status != JobQueued || job.Tag != "v2" ||
+	if job, err = s.UpsertQueued(ctx, key, ""); err != nil || job.Status != JobQueued || job.Tag != "v1" ||
 		job.Source != "distribution" {
 		t.Errorf("requeue of a failed job = %+v, %v", job, err)
 	}
 
 	mustStart("w1", 3)
-	if err := s.Succeed(ctx, key, JobResult{BytesRead: 12345, OptionsHash: "opts-1"}); err != nil {
+	if err := s.Succeed(ctx, key, JobResult{BytesRead: 12345, OptionsHash: "opts-1", IndexDigest: fakeDigest("v2 index")}); err != nil {
 		t.Fatal(err)
 	}
 	job = mustGetJob(t, s, key)
 	if job.Status != JobSucceeded || job.BytesRead != 12345 || job.LastError != "" || job.Attempts != 3 ||
-		job.FinishedAt.Before(job.StartedAt) {
+		job.FinishedAt.Before(job.StartedAt) || job.IndexDigest != fakeDigest("v2 index") {
 		t.Errorf("succeeded job = %+v", job)
 	}
 	for hash, want := range map[string]bool{"opts-1": true, "opts-2": false} {
@@ -469,9 +473,18 @@ func testJobLifecycle(t *testing.T, s Store) {
 	}
 
 	// A new event for an indexed image keeps it indexed.
-	if job, err = s.UpsertQueued(ctx, key, "harbor", "latest"); err != nil || job.Status != JobSucceeded ||
-		job.Tag != "latest" {
+	if job, err = s.UpsertQueued(ctx, key, "harbor"); err != nil || job.Status != JobSucceeded ||
+		job.Tag != "v1" || job.Source != "harbor" {
 		t.Errorf("event for a succeeded job = %+v, %v", job, err)
+	}
+	// Another tag of the same image is another job, not indexed yet.
+	latest := key
+	latest.Tag = "latest"
+	if job, err = s.UpsertQueued(ctx, latest, "harbor"); err != nil || job.Status != JobQueued || job.Tag != "latest" {
+		t.Errorf("event for another tag = %+v, %v", job, err)
+	}
+	if got, err := s.IsIndexed(ctx, latest, "opts-1"); err != nil || got {
+		t.Errorf("IsIndexed(another tag) = %v, %v; want false", got, err)
 	}
 
 	attempts, err := s.Attempts(ctx, key)
@@ -540,7 +553,7 @@ func testJobNotFound(t *testing.T, s Store) {
 	if ok, err := s.IsIndexed(ctx, key, ""); ok || err != nil {
 		t.Errorf("IsIndexed = %v, %v; want false, nil", ok, err)
 	}
-	if _, err := s.UpsertQueued(ctx, JobKey{Registry: "reg", Repository: "repo"}, "test", ""); !errors.Is(err, ErrInvalidJobKey) {
+	if _, err := s.UpsertQueued(ctx, JobKey{Registry: "reg", Repository: "repo"}, "test"); !errors.Is(err, ErrInvalidJobKey) {
 		t.Errorf("UpsertQueued without a digest: %v, want ErrInvalidJobKey", err)
 	}
 	if _, err := s.Start(ctx, JobKey{Repository: "repo", Digest: key.Digest}, "w"); !errors.Is(err, ErrInvalidJobKey) {
@@ -552,7 +565,7 @@ func testListJobs(t *testing.T, s Store) {
 	ctx := context.Background()
 	for i, loc := range []index.Location{repoA, repoA, repoB} {
 		key := JobKey{Registry: loc.Registry, Repository: loc.Repository, Digest: fakeDigest(fmt.Sprint("image", i))}
-		if _, err := s.UpsertQueued(ctx, key, "test", ""); err != nil {
+		if _, err := s.UpsertQueued(ctx, key, "test"); err != nil {
 			t.Fatal(err)
 		}
 		if i == 1 {
@@ -733,7 +746,7 @@ func testReports(t *testing.T, s Store) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.UpsertQueued(ctx, job(repoA, "queued"), "test", ""); err != nil {
+	if _, err := s.UpsertQueued(ctx, job(repoA, "queued"), "test"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -859,6 +872,165 @@ func testLockers(t *testing.T, a, b index.Locker) {
 	unlock, err = b.Lock(ctx, key)
 	if err != nil {
 		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock()
+}
+
+// testJobsPerTag: each tag of an image is its own job; FindIndexed finds
+// any tag's success with the same options, the one with a v2 index first;
+// RemoveJob forgets one tag, RemoveImage every tag.
+func testJobsPerTag(t *testing.T, s Store) {
+	ctx := context.Background()
+	image := JobKey{Registry: repoA.Registry, Repository: repoA.Repository, Digest: fakeDigest("tagged image")}
+	tagged := func(tag string) JobKey { k := image; k.Tag = tag; return k }
+	if _, err := s.FindIndexed(ctx, tagged("a"), "opts"); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("FindIndexed before any job: %v, want ErrJobNotFound", err)
+	}
+	for _, tag := range []string{"", "a", "b"} {
+		if _, err := s.Start(ctx, tagged(tag), "w"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Succeed(ctx, tagged(""), JobResult{OptionsHash: "opts"}); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := s.FindIndexed(ctx, tagged("c"), "opts"); err != nil || found.Tag != "" || found.IndexDigest != "" {
+		t.Errorf("FindIndexed with only an untagged success = %+v, %v", found, err)
+	}
+	if err := s.Succeed(ctx, tagged("a"), JobResult{OptionsHash: "opts", IndexDigest: fakeDigest("v2 of a")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Fail(ctx, tagged("b"), errors.New("broken"), true); err != nil {
+		t.Fatal(err)
+	}
+	found, err := s.FindIndexed(ctx, tagged("c"), "opts")
+	if err != nil || found.Tag != "a" || found.IndexDigest != fakeDigest("v2 of a") {
+		t.Errorf("FindIndexed = %+v, %v; want tag a with its v2 index", found, err)
+	}
+	if _, err := s.FindIndexed(ctx, tagged("c"), "other opts"); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("FindIndexed with other options: %v, want ErrJobNotFound", err)
+	}
+	for tag, want := range map[string]bool{"": true, "a": true, "b": false, "c": false} {
+		if got, err := s.IsIndexed(ctx, tagged(tag), "opts"); err != nil || got != want {
+			t.Errorf("IsIndexed(tag %q) = %v, %v; want %v", tag, got, err, want)
+		}
+	}
+	byTag, err := s.List(ctx, JobFilter{Registry: image.Registry, Repository: image.Repository, Tag: "a"})
+	if err != nil || len(byTag) != 1 || byTag[0].JobKey != tagged("a") {
+		t.Errorf("List by tag = %+v, %v", byTag, err)
+	}
+	byDigest, err := s.List(ctx, JobFilter{Digest: image.Digest})
+	if err != nil || len(byDigest) != 3 {
+		t.Errorf("List by digest = %d jobs, %v; want 3", len(byDigest), err)
+	}
+
+	if err := s.RemoveJob(ctx, tagged("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveJob(ctx, tagged("a")); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("second RemoveJob: %v, want ErrJobNotFound", err)
+	}
+	if _, err := s.Get(ctx, tagged("a")); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("Get of a removed tag: %v", err)
+	}
+	if _, err := s.Get(ctx, tagged("b")); err != nil {
+		t.Errorf("another tag went with the removed one: %v", err)
+	}
+	if _, err := s.RemoveImage(ctx, image.Registry, image.Repository, image.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := s.List(ctx, JobFilter{Digest: image.Digest}); err != nil || len(left) != 0 {
+		t.Errorf("jobs left after RemoveImage = %+v, %v", left, err)
+	}
+}
+
+// testAbandonedAttempt: an attempt left running (its worker was killed) is
+// closed as abandoned, with a reason, when the job starts again; the new
+// attempt then finishes normally.
+func testAbandonedAttempt(t *testing.T, s Store) {
+	ctx := context.Background()
+	key := JobKey{Registry: repoA.Registry, Repository: repoA.Repository, Digest: fakeDigest("killed"), Tag: "v1"}
+	if _, err := s.Start(ctx, key, "killed-worker"); err != nil {
+		t.Fatal(err)
+	}
+	if attempt, err := s.Start(ctx, key, "w2"); err != nil || attempt != 2 {
+		t.Fatalf("restart = %d, %v", attempt, err)
+	}
+	if err := s.Succeed(ctx, key, JobResult{OptionsHash: "o"}); err != nil {
+		t.Fatal(err)
+	}
+	attempts, err := s.Attempts(ctx, key)
+	if err != nil || len(attempts) != 2 {
+		t.Fatalf("attempts = %+v, %v", attempts, err)
+	}
+	if a := attempts[0]; a.Status != JobAbandoned || a.Worker != "killed-worker" || a.FinishedAt.IsZero() ||
+		!strings.Contains(a.Error, "abandoned") {
+		t.Errorf("cut-off attempt = %+v, want abandoned", a)
+	}
+	if a := attempts[1]; a.Status != JobSucceeded || a.Worker != "w2" {
+		t.Errorf("second attempt = %+v", a)
+	}
+	rows, err := s.Throughput(ctx, 2)
+	if err != nil || len(rows) != 1 || rows[0].Finished != 1 || rows[0].Succeeded != 1 {
+		t.Errorf("throughput counts the abandoned attempt: %+v, %v", rows, err)
+	}
+}
+
+// testLockSession: a session holds several keys at once; another session
+// waits for a key until the holder releases it, and gets it then; Close
+// releases what is still held.
+func testLockSession(t *testing.T, s Store) {
+	ctx := context.Background()
+	a, err := s.LockSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	unlockJob, err := a.Lock(ctx, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlockRefs, err := a.Lock(ctx, "referrers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var released atomic.Bool
+	got := make(chan bool)
+	go func() {
+		b, err := s.LockSession(ctx)
+		if err != nil {
+			t.Error(err)
+			got <- false
+			return
+		}
+		defer b.Close()
+		unlock, err := b.Lock(ctx, "referrers")
+		if err != nil {
+			t.Error(err)
+			got <- false
+			return
+		}
+		got <- released.Load()
+		unlock()
+	}()
+	// Whenever b gets the key, a must have let it go first.
+	released.Store(true)
+	unlockRefs()
+	if !<-got {
+		t.Error("a second session took a key the first still held")
+	}
+	unlockJob()
+	// Close drops what the session still holds.
+	if _, err := a.Lock(ctx, "held at close"); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if _, err := a.Lock(ctx, "after close"); err == nil {
+		t.Error("Lock on a closed session succeeded")
+	}
+	unlock, err := s.Lock(ctx, "held at close")
+	if err != nil {
+		t.Fatalf("key held by a closed session: %v", err)
 	}
 	unlock()
 }

@@ -22,8 +22,11 @@ type Store interface {
 	JobStore
 	Reporter
 	// Locker serialises work on one key (an image's referrers update)
-	// across every user of the database.
+	// across every user of the database; each Lock holds a session.
 	index.Locker
+	// LockSession returns a session for the locks of one job (see
+	// LockSession); it waits while every lock connection is in use.
+	LockSession(ctx context.Context) (LockSession, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the connections. Locks still held are released.
@@ -102,9 +105,11 @@ func WithMaxConns(n int32) Option {
 	return func(o *options) { o.maxConns = n }
 }
 
-// WithMaxLockConns caps how many Postgres locks the store holds at once
-// (default 16): each held Lock keeps one connection of a pool of its own.
-// Further Lock calls wait for a connection.
+// WithMaxLockConns caps how many Postgres lock sessions the store holds at
+// once (default 16): each LockSession, and each Lock, keeps one connection
+// of a pool of its own while it holds locks. Further ones wait for a
+// connection, holding nothing: a pool smaller than the number of workers
+// slows them, it cannot deadlock them.
 func WithMaxLockConns(n int32) Option {
 	return func(o *options) { o.maxLockConns = n }
 }

@@ -7,16 +7,31 @@ import (
 	"time"
 )
 
-// JobKey names an image, and so its one job: registry/repository@digest.
+// JobKey names a job: an image (registry/repository@digest) served under
+// one tag, which is empty for an image pushed by digest alone. Each tag of
+// an image has its own job, since each gets its own v2 index tag; methods
+// about the image as a whole (RecordLayerUses, RemoveImage) ignore Tag.
 type JobKey struct {
 	Registry   string // host[:port]
 	Repository string
 	Digest     string // manifest or image index digest
+	Tag        string // the tag the image was pushed under; may be empty
 }
 
-// String returns registry/repository@digest, which is also a good Lock key.
+// String returns registry/repository:tag@digest, without ":tag" when
+// there is no tag.
 func (k JobKey) String() string {
-	return k.Registry + "/" + k.Repository + "@" + k.Digest
+	ref := k.Registry + "/" + k.Repository
+	if k.Tag != "" {
+		ref += ":" + k.Tag
+	}
+	return ref + "@" + k.Digest
+}
+
+// Image is the key of the image alone, without its tag.
+func (k JobKey) Image() JobKey {
+	k.Tag = ""
+	return k
 }
 
 // ErrInvalidJobKey is returned for a JobKey with an empty part.
@@ -38,13 +53,15 @@ const (
 	JobSucceeded JobStatus = "succeeded"
 	JobSkipped   JobStatus = "skipped" // see Job.SkipReason
 	JobFailed    JobStatus = "failed"  // permanently; see Job.LastError
+	// JobAbandoned is an attempt status only: the attempt was still running
+	// when its job was started again (its worker was killed or lost).
+	JobAbandoned JobStatus = "abandoned"
 )
 
-// Job is the last state of indexing one image.
+// Job is the last state of indexing one image under one tag.
 type Job struct {
 	JobKey
 	Source     string // the event source that asked for it, e.g. "distribution"
-	Tag        string
 	Status     JobStatus
 	SkipReason string
 	// LastError of the last failed attempt; a queued job may carry one from
@@ -52,6 +69,9 @@ type Job struct {
 	LastError   string
 	Attempts    int
 	OptionsHash string // set by Succeed
+	// IndexDigest is the digest of the v2 SOCI-enabled image index pushed
+	// under this tag's v2 tag; empty without a v2 index. Set by Succeed.
+	IndexDigest string
 	BytesRead   int64
 	Worker      string
 	QueuedAt    time.Time
@@ -63,7 +83,7 @@ type Job struct {
 type JobAttempt struct {
 	Attempt    int
 	Worker     string
-	Status     JobStatus // running, succeeded, skipped or failed
+	Status     JobStatus // running, succeeded, skipped, failed or abandoned
 	Error      string
 	BytesRead  int64
 	StartedAt  time.Time
@@ -76,27 +96,34 @@ type JobResult struct {
 	// OptionsHash identifies the build options (span size, builder version,
 	// index version...) so IsIndexed can tell whether a rebuild is due.
 	OptionsHash string
+	// IndexDigest is the v2 SOCI-enabled image index pushed for the tag,
+	// if any: another tag of the same image can be given the same index.
+	IndexDigest string
 }
 
 // JobFilter selects jobs for List. Zero fields match everything.
 type JobFilter struct {
 	Registry   string
 	Repository string
+	Digest     string
+	Tag        string
 	Status     JobStatus
 	// Limit caps the result; 0 means 100. Newest queued first.
 	Limit int
 }
 
-// JobStore keeps one job per image. Every method that names a job which
-// does not exist (except UpsertQueued and Start, which create it) returns an
-// error wrapping ErrJobNotFound.
+// JobStore keeps one job per image and tag (JobKey). Every method that
+// names a job which does not exist (except UpsertQueued and Start, which
+// create it) returns an error wrapping ErrJobNotFound.
 type JobStore interface {
-	// UpsertQueued records that an event asked for the image. A new job is
-	// queued; a failed one is queued again; a queued, running, succeeded or
-	// skipped one keeps its status. A non-empty tag replaces the stored one.
-	UpsertQueued(ctx context.Context, key JobKey, source, tag string) (*Job, error)
+	// UpsertQueued records that an event asked for the image under key's
+	// tag. A new job is queued; a failed one is queued again; a queued,
+	// running, succeeded or skipped one keeps its status.
+	UpsertQueued(ctx context.Context, key JobKey, source string) (*Job, error)
 	// Start marks the job running on worker, counts an attempt and returns
-	// its number (1 for the first). It creates the job if needed.
+	// its number (1 for the first). It creates the job if needed. Attempts
+	// of the job still running (their worker died: the caller holds the
+	// image's lock) are closed as abandoned.
 	Start(ctx context.Context, key JobKey, worker string) (attempt int, err error)
 	// Succeed marks the job and its current attempt succeeded.
 	Succeed(ctx context.Context, key JobKey, result JobResult) error
@@ -111,9 +138,16 @@ type JobStore interface {
 	List(ctx context.Context, filter JobFilter) ([]*Job, error)
 	// Attempts returns the job's attempts, first first.
 	Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, error)
-	// IsIndexed reports whether the image's last run succeeded with the
-	// same build options.
+	// IsIndexed reports whether the job's last run (this image under this
+	// tag) succeeded with the same build options.
 	IsIndexed(ctx context.Context, key JobKey, optionsHash string) (bool, error)
+	// FindIndexed returns a succeeded job of the image (any tag; key.Tag is
+	// ignored) built with the same options, one with a v2 index first, or
+	// an error wrapping ErrJobNotFound.
+	FindIndexed(ctx context.Context, key JobKey, optionsHash string) (*Job, error)
+	// RemoveJob forgets one job (a deleted tag) and its attempts; the
+	// image's artifacts and its other tags' jobs stay.
+	RemoveJob(ctx context.Context, key JobKey) error
 }
 
 func (f JobFilter) limit() int {
@@ -122,6 +156,9 @@ func (f JobFilter) limit() int {
 	}
 	return f.Limit
 }
+
+// abandonedError is what an attempt cut off gets as its error.
+const abandonedError = "abandoned: the job started again while this attempt was running (its worker died or lost the database)"
 
 // errorText is what Fail stores for cause.
 func errorText(cause error) string {
@@ -155,10 +192,12 @@ type outcome struct {
 	errorText     string
 	bytesRead     int64
 	optionsHash   string
+	indexDigest   string
 }
 
 func succeeded(r JobResult) outcome {
-	return outcome{jobStatus: JobSucceeded, attemptStatus: JobSucceeded, bytesRead: r.BytesRead, optionsHash: r.OptionsHash}
+	return outcome{jobStatus: JobSucceeded, attemptStatus: JobSucceeded, bytesRead: r.BytesRead,
+		optionsHash: r.OptionsHash, indexDigest: r.IndexDigest}
 }
 
 func skipped(reason string) outcome {

@@ -45,6 +45,9 @@ func seedVersion1(t *testing.T, sqlDB *sql.DB) {
 			queued_at, started_at, finished_at)
 		VALUES ('` + seedJob.Registry + `', '` + seedJob.Repository + `', '` + seedJob.Digest + `', 'succeeded', 1,
 			'opts', 777, 'w0', ` + at + `, ` + at + `, ` + at + `)`,
+		// An attempt its worker never closed (killed).
+		`INSERT INTO job_attempts (job_id, attempt, worker, status, started_at)
+		SELECT id, 1, 'w0', 'running', ` + at + ` FROM jobs WHERE digest = '` + seedJob.Digest + `'`,
 	} {
 		if _, err := sqlDB.Exec(stmt); err != nil {
 			t.Fatalf("seed version 1: %v\n%s", err, stmt)
@@ -77,6 +80,25 @@ func assertSeedVersion1(t *testing.T, s Store) {
 	largest, err := s.Largest(ctx, 5)
 	if err != nil || len(largest) != 1 || largest[0].ZtocDigest != seedZtoc.Digest {
 		t.Errorf("Largest after upgrade = %+v, %v", largest, err)
+	}
+	// Version 3: the old row is the job of its tag (none); another tag is
+	// another job; the attempt left running is closed as abandoned when
+	// the job starts again.
+	other := seedJob
+	other.Tag = "latest"
+	if _, err := s.UpsertQueued(ctx, other, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := s.FindIndexed(ctx, other, "opts"); err != nil || found.Tag != seedJob.Tag {
+		t.Errorf("FindIndexed after upgrade = %+v, %v", found, err)
+	}
+	if attempt, err := s.Start(ctx, seedJob, "w1"); err != nil || attempt != 2 {
+		t.Fatalf("Start after upgrade = %d, %v", attempt, err)
+	}
+	attempts, err := s.Attempts(ctx, seedJob)
+	if err != nil || len(attempts) != 2 || attempts[0].Status != JobAbandoned || attempts[0].FinishedAt.IsZero() ||
+		attempts[1].Status != JobRunning {
+		t.Errorf("attempts after a restart = %+v, %v; want abandoned, running", attempts, err)
 	}
 }
 

@@ -26,10 +26,10 @@ type postgresStore struct {
 	lockPool *pgxpool.Pool
 	logger   *slog.Logger
 
-	// lockConns are the connections holding advisory locks. Whoever removes
-	// a connection from the map (unlock or Close) owns it.
+	// lockConns are the connections of open lock sessions. Whoever removes
+	// a connection from the map (the session or Close) owns it.
 	mu        sync.Mutex
-	lockConns map[*pgxpool.Conn]struct{}
+	lockConns map[*pgxpool.Conn]*pgLockSession
 }
 
 var _ Store = (*postgresStore)(nil)
@@ -62,7 +62,7 @@ func openPostgres(ctx context.Context, dsn string, o options) (*postgresStore, e
 		pool:      pool,
 		lockPool:  lockPool,
 		logger:    o.logger,
-		lockConns: make(map[*pgxpool.Conn]struct{}),
+		lockConns: make(map[*pgxpool.Conn]*pgLockSession),
 	}
 	s.jobFinisher = s.finish
 	return s, nil
@@ -97,52 +97,186 @@ func (s *postgresStore) Ping(ctx context.Context) error { return s.pool.Ping(ctx
 func (s *postgresStore) Close() error {
 	s.mu.Lock()
 	held := s.lockConns
-	s.lockConns = map[*pgxpool.Conn]struct{}{}
+	s.lockConns = map[*pgxpool.Conn]*pgLockSession{}
 	s.mu.Unlock()
-	for conn := range held {
-		closeHijacked(conn)
+	for _, l := range held {
+		l.closeForStore()
 	}
 	s.lockPool.Close()
 	s.pool.Close()
 	return nil
 }
 
-// Lock takes a session-level advisory lock on a connection of the lock pool
-// that it keeps until unlock, so the lock is held exactly as long as the
-// caller wants and dies with the session if the process does.
+// Lock takes one advisory lock on a session of its own (LockSession).
 func (s *postgresStore) Lock(ctx context.Context, key string) (func(), error) {
-	conn, err := s.lockPool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("db: lock %q: %w", key, err)
-	}
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", key); err != nil {
-		// The lock may have been granted just as ctx ended; closing the
-		// session is the only sure way to drop it.
-		closeHijacked(conn)
-		return nil, fmt.Errorf("db: lock %q: %w", key, err)
-	}
-	s.mu.Lock()
-	s.lockConns[conn] = struct{}{}
-	s.mu.Unlock()
-	return func() { s.unlock(conn, key) }, nil
+	return lockAlone(ctx, s, key)
 }
 
-// unlock releases the advisory lock and returns its connection to the pool.
-// It does nothing the second time, or after Close.
-func (s *postgresStore) unlock(conn *pgxpool.Conn, key string) {
+// LockSession returns a session on one connection of the lock pool. Its
+// locks are session-level advisory locks: they are held exactly as long as
+// the caller wants and die with the connection if the process does.
+func (s *postgresStore) LockSession(ctx context.Context) (LockSession, error) {
+	conn, err := s.lockPool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("db: lock session: %w", err)
+	}
+	l := &pgLockSession{store: s, conn: conn, held: map[string]int{}}
+	l.stopCtx, l.stop = context.WithCancel(context.Background())
 	s.mu.Lock()
-	_, owned := s.lockConns[conn]
-	delete(s.lockConns, conn)
+	s.lockConns[conn] = l
 	s.mu.Unlock()
+	return l, nil
+}
+
+// pgLockSession is a LockSession on one Postgres connection. The
+// connection serves one query at a time, so a lock taken while the session
+// already holds one is polled with pg_try_advisory_lock: a blocking wait
+// would keep the session's own unlocks from running. The first lock of a
+// session, while it holds none, blocks in pg_advisory_lock.
+type pgLockSession struct {
+	store *postgresStore
+	// stopCtx ends the session's query in flight when the store closes.
+	stopCtx context.Context
+	stop    context.CancelFunc
+	mu      sync.Mutex // serialises the connection
+	conn    *pgxpool.Conn
+	held    map[string]int
+}
+
+// queryContext is ctx, also ended when the store closes.
+func (l *pgLockSession) queryContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(l.stopCtx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// closeForStore is the store's Close of a session still open: it ends the
+// query in flight, then closes the connection, which drops its locks.
+func (l *pgLockSession) closeForStore() {
+	l.stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		closeHijacked(l.conn)
+		l.conn, l.held = nil, nil
+	}
+}
+
+// Lock polling backs off from lockPollMin to lockPollMax.
+const (
+	lockPollMin = 2 * time.Millisecond
+	lockPollMax = 100 * time.Millisecond
+)
+
+func (l *pgLockSession) Lock(ctx context.Context, key string) (func(), error) {
+	delay := lockPollMin
+	for {
+		ok, err := l.tryLock(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("db: lock %q: %w", key, err)
+		}
+		if ok {
+			var once sync.Once
+			return func() { once.Do(func() { l.unlock(key) }) }, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("db: lock %q: %w", key, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, lockPollMax)
+	}
+}
+
+// tryLock takes key if it is free; a session that holds nothing waits for
+// it. The same key twice in one session waits for the first unlock (Postgres
+// would grant it twice).
+func (l *pgLockSession) tryLock(ctx context.Context, key string) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return false, errLockSessionClosed
+	}
+	if l.held[key] > 0 {
+		return false, nil
+	}
+	ok := true
+	var err error
+	qctx, done := l.queryContext(ctx)
+	defer done()
+	if len(l.held) == 0 {
+		_, err = l.conn.Exec(qctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+	} else {
+		err = l.conn.QueryRow(qctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).Scan(&ok)
+	}
+	if err != nil {
+		// The lock may have been granted just as ctx ended; closing the
+		// session is the only sure way to drop it, and drops the others.
+		l.closeLocked(true)
+		return false, err
+	}
+	if ok {
+		l.held[key]++
+	}
+	return ok, nil
+}
+
+func (l *pgLockSession) unlock(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil || l.held[key] == 0 {
+		return
+	}
+	if l.held[key]--; l.held[key] == 0 {
+		delete(l.held, key)
+	}
+	ctx, cancel := l.queryContext(context.Background())
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelTimeout()
+	var released bool
+	err := l.conn.QueryRow(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", key).Scan(&released)
+	if err != nil || !released {
+		l.store.logger.Warn("advisory unlock failed; closing the session to release it", "key", key,
+			"error", err, "also_released", len(l.held))
+		l.closeLocked(true)
+	}
+}
+
+// Close releases the session's locks and returns its connection.
+func (l *pgLockSession) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return
+	}
+	if len(l.held) > 0 {
+		ctx, cancel := l.queryContext(context.Background())
+		defer cancel()
+		ctx, cancelTimeout := context.WithTimeout(ctx, 10*time.Second)
+		defer cancelTimeout()
+		if _, err := l.conn.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+			l.closeLocked(true)
+			return
+		}
+	}
+	l.closeLocked(false)
+}
+
+// closeLocked gives the connection back (or closes it, dropping every
+// lock) unless the store's Close has taken it already.
+func (l *pgLockSession) closeLocked(hijack bool) {
+	conn := l.conn
+	l.conn, l.held = nil, nil
+	l.stop()
+	l.store.mu.Lock()
+	_, owned := l.store.lockConns[conn]
+	delete(l.store.lockConns, conn)
+	l.store.mu.Unlock()
 	if !owned {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var released bool
-	err := conn.QueryRow(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", key).Scan(&released)
-	if err != nil || !released {
-		s.logger.Warn("advisory unlock failed; closing the session to release it", "key", key, "error", err)
+	if hijack {
 		closeHijacked(conn)
 		return
 	}

@@ -78,14 +78,14 @@ func TestPostgresUpgradeKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if report.From != 1 || report.To != 2 || len(report.Applied) != 1 || report.Applied[0].Version != 2 {
-		t.Errorf("upgrade = %+v, want 1 → 2", report)
+	if report.From != 1 || report.To != 3 || len(report.Applied) != 2 || report.Applied[0].Version != 2 {
+		t.Errorf("upgrade = %+v, want 1 → 3", report)
 	}
 	assertSeedVersion1(t, openStore(t, dsn))
 
 	// Once up to date, Migrate applies nothing.
 	report, err = Migrate(ctx, dsn)
-	if err != nil || len(report.Applied) != 0 || report.To != 2 {
+	if err != nil || len(report.Applied) != 0 || report.To != 3 {
 		t.Errorf("second Migrate = %+v, %v; want nothing applied", report, err)
 	}
 }
@@ -130,8 +130,8 @@ func TestPostgresSchemaTooNew(t *testing.T) {
 	} {
 		var tooNew *SchemaTooNewError
 		if !errors.Is(err, ErrSchemaTooNew) || !errors.As(err, &tooNew) || tooNew.DatabaseVersion != 99 ||
-			tooNew.KnownVersion != 2 {
-			t.Errorf("%s on a newer schema: %v, want ErrSchemaTooNew 99 > 2", name, err)
+			tooNew.KnownVersion != 3 {
+			t.Errorf("%s on a newer schema: %v, want ErrSchemaTooNew 99 > 3", name, err)
 		}
 	}
 }
@@ -233,12 +233,55 @@ func TestPostgresLocksDoNotStarveQueries(t *testing.T) {
 	}
 	queryCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := s.UpsertQueued(queryCtx, seedJob, "test", ""); err != nil {
+	if _, err := s.UpsertQueued(queryCtx, seedJob, "test"); err != nil {
 		t.Fatalf("query while locks are held: %v", err)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	if _, err := s.Lock(waitCtx, "a fourth image"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("fourth lock with a lock pool of 3: %v, want to wait until the deadline", err)
+	}
+}
+
+// TestPostgresLockSessionsOutnumberThePool: more jobs than lock
+// connections, each holding its job lock while it takes a shared referrers
+// lock, all finish: a job holding a lock never needs a second connection.
+func TestPostgresLockSessionsOutnumberThePool(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := Open(ctx, newPostgresDSN(t), WithMaxLockConns(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const jobs = 12
+	errs := make(chan error, jobs)
+	for i := range jobs {
+		go func() {
+			errs <- func() error {
+				sess, err := s.LockSession(ctx)
+				if err != nil {
+					return err
+				}
+				defer sess.Close()
+				unlockJob, err := sess.Lock(ctx, fmt.Sprint("job/", i%4))
+				if err != nil {
+					return err
+				}
+				defer unlockJob()
+				unlockRefs, err := sess.Lock(ctx, "referrers/shared")
+				if err != nil {
+					return err
+				}
+				unlockRefs()
+				return nil
+			}()
+		}()
+	}
+	for range jobs {
+		if err := <-errs; err != nil {
+			t.Fatalf("job with two locks on a pool of 2: %v", err)
+		}
 	}
 }

@@ -209,12 +209,12 @@ func (r sqlReader) FindReusableZtoc(ctx context.Context, layerDigest digest.Dige
 	return e, nil
 }
 
-// jobKeyWhere selects the job of the JobKey in parameters $1 to $3.
-const jobKeyWhere = " WHERE j.registry = $1 AND j.repository = $2 AND j.digest = $3"
+// jobKeyWhere selects the job of the JobKey in parameters $1 to $4.
+const jobKeyWhere = " WHERE j.registry = $1 AND j.repository = $2 AND j.digest = $3 AND j.tag = $4"
 
 func (r sqlReader) Get(ctx context.Context, key JobKey) (*Job, error) {
 	job, err := scanJob(r.queryRow(ctx, "SELECT "+jobColumns+" FROM jobs j"+jobKeyWhere,
-		key.Registry, key.Repository, key.Digest))
+		key.Registry, key.Repository, key.Digest, key.Tag))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("db: %s: %w", key, ErrJobNotFound)
 	}
@@ -227,8 +227,9 @@ func (r sqlReader) Get(ctx context.Context, key JobKey) (*Job, error) {
 func (r sqlReader) List(ctx context.Context, filter JobFilter) ([]*Job, error) {
 	jobs, err := queryAll(ctx, r.query, scanJob, "SELECT "+jobColumns+` FROM jobs j
 		WHERE ($1 = '' OR j.registry = $1) AND ($2 = '' OR j.repository = $2) AND ($3 = '' OR j.status = $3)
+			AND ($5 = '' OR j.digest = $5) AND ($6 = '' OR j.tag = $6)
 		ORDER BY j.queued_at DESC, j.id DESC LIMIT $4`,
-		filter.Registry, filter.Repository, string(filter.Status), filter.limit())
+		filter.Registry, filter.Repository, string(filter.Status), filter.limit(), filter.Digest, filter.Tag)
 	if err != nil {
 		return nil, fmt.Errorf("db: list jobs: %w", err)
 	}
@@ -238,7 +239,7 @@ func (r sqlReader) List(ctx context.Context, filter JobFilter) ([]*Job, error) {
 func (r sqlReader) Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, error) {
 	attempts, err := queryAll(ctx, r.query, scanAttempt, "SELECT "+attemptColumns+` FROM job_attempts a
 		JOIN jobs j ON j.id = a.job_id`+jobKeyWhere+" ORDER BY a.attempt",
-		key.Registry, key.Repository, key.Digest)
+		key.Registry, key.Repository, key.Digest, key.Tag)
 	if err != nil {
 		return nil, fmt.Errorf("db: attempts of job %s: %w", key, err)
 	}
@@ -254,10 +255,25 @@ func (r sqlReader) Attempts(ctx context.Context, key JobKey) ([]*JobAttempt, err
 func (r sqlReader) IsIndexed(ctx context.Context, key JobKey, optionsHash string) (bool, error) {
 	var indexed bool
 	err := r.queryRow(ctx, "SELECT EXISTS (SELECT 1 FROM jobs j"+jobKeyWhere+
-		" AND j.status = 'succeeded' AND j.options_hash = $4)",
-		key.Registry, key.Repository, key.Digest, optionsHash).Scan(&indexed)
+		" AND j.status = 'succeeded' AND j.options_hash = $5)",
+		key.Registry, key.Repository, key.Digest, key.Tag, optionsHash).Scan(&indexed)
 	if err != nil {
 		return false, fmt.Errorf("db: is %s indexed: %w", key, err)
 	}
 	return indexed, nil
+}
+
+func (r sqlReader) FindIndexed(ctx context.Context, key JobKey, optionsHash string) (*Job, error) {
+	job, err := scanJob(r.queryRow(ctx, "SELECT "+jobColumns+` FROM jobs j
+		WHERE j.registry = $1 AND j.repository = $2 AND j.digest = $3
+			AND j.status = 'succeeded' AND j.options_hash = $4
+		ORDER BY CASE WHEN j.index_digest <> '' THEN 0 ELSE 1 END, j.finished_at DESC, j.id DESC
+		LIMIT 1`, key.Registry, key.Repository, key.Digest, optionsHash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("db: %s indexed with options %s: %w", key.Image(), optionsHash, ErrJobNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: find indexed job of %s: %w", key.Image(), err)
+	}
+	return job, nil
 }

@@ -18,6 +18,9 @@ type Reporter interface {
 	Coverage(ctx context.Context) ([]CoverageRow, error)
 	// Failures lists permanently failed jobs, latest first.
 	Failures(ctx context.Context, limit int) ([]FailureRow, error)
+	// Skipped lists the jobs looked at and not indexed, with the reason,
+	// latest first.
+	Skipped(ctx context.Context, limit int) ([]SkippedRow, error)
 	// Reuse counts zTOCs built and reused per repository, in layers and
 	// in layer bytes.
 	Reuse(ctx context.Context) ([]ReuseRow, error)
@@ -47,6 +50,16 @@ type FailureRow struct {
 	Attempts   int64     `json:"attempts"`
 	LastError  string    `json:"last_error"`
 	Worker     string    `json:"worker"`
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+// SkippedRow is one skipped job in the report_skipped view.
+type SkippedRow struct {
+	Registry   string    `json:"registry"`
+	Repository string    `json:"repository"`
+	Digest     string    `json:"digest"`
+	Tag        string    `json:"tag"`
+	Reason     string    `json:"reason"`
 	FinishedAt time.Time `json:"finished_at"`
 }
 
@@ -89,6 +102,8 @@ const (
 	// Latest first; NULL finished_at (not expected for a failed job) last.
 	failuresQuery = `SELECT registry, repository, digest, tag, attempts, last_error, worker, finished_at
 		FROM report_failures ORDER BY finished_at IS NULL, finished_at DESC, registry, repository, digest`
+	skippedQuery = `SELECT registry, repository, digest, tag, skip_reason, finished_at
+		FROM report_skipped ORDER BY finished_at IS NULL, finished_at DESC, registry, repository, digest, tag`
 	reuseQuery = `SELECT registry, repository, ztocs_built, ztocs_reused, bytes_built, bytes_not_rebuilt
 		FROM report_reuse ORDER BY bytes_not_rebuilt DESC, registry, repository`
 	largestQuery = `SELECT layer_digest, layer_size, ztoc_digest, ztoc_size, span_size, uses
@@ -106,6 +121,13 @@ func scanFailure(row rowScanner, r *FailureRow) error {
 	return err
 }
 
+func scanSkipped(row rowScanner, r *SkippedRow) error {
+	var finished dbTime
+	err := row.Scan(&r.Registry, &r.Repository, &r.Digest, &r.Tag, &r.Reason, &finished)
+	r.FinishedAt = finished.Time
+	return err
+}
+
 func scanReuse(row rowScanner, r *ReuseRow) error {
 	return row.Scan(&r.Registry, &r.Repository, &r.ZtocsBuilt, &r.ZtocsReused, &r.BytesBuilt, &r.BytesNotRebuilt)
 }
@@ -119,13 +141,13 @@ func scanThroughput(row rowScanner, r *ThroughputRow) error {
 }
 
 // ReportNames are the reports RunReport knows, in the CLI's order.
-var ReportNames = []string{"coverage", "failures", "reuse", "largest", "throughput"}
+var ReportNames = []string{"coverage", "failures", "skipped", "reuse", "largest", "throughput"}
 
 // ErrUnknownReport is returned by RunReport for a name not in ReportNames.
 var ErrUnknownReport = errors.New("unknown report")
 
 // RunReport runs the report called name and returns its rows (a slice of
-// one of the *Row types). limit caps failures and largest, and is the number
+// one of the *Row types). limit caps failures, skipped and largest, and is the number
 // of days for throughput; 0 picks a default.
 func RunReport(ctx context.Context, r Reporter, name string, limit int) (any, error) {
 	orDefault := func(def int) int {
@@ -139,6 +161,8 @@ func RunReport(ctx context.Context, r Reporter, name string, limit int) (any, er
 		return r.Coverage(ctx)
 	case "failures":
 		return r.Failures(ctx, orDefault(50))
+	case "skipped":
+		return r.Skipped(ctx, orDefault(50))
 	case "reuse":
 		return r.Reuse(ctx)
 	case "largest":

@@ -30,6 +30,10 @@ func (r sqlReader) Failures(ctx context.Context, limit int) ([]FailureRow, error
 	return runReport(ctx, r, "failures", failuresQuery+" LIMIT $1", scanFailure, limit)
 }
 
+func (r sqlReader) Skipped(ctx context.Context, limit int) ([]SkippedRow, error) {
+	return runReport(ctx, r, "skipped", skippedQuery+" LIMIT $1", scanSkipped, limit)
+}
+
 func (r sqlReader) Reuse(ctx context.Context) ([]ReuseRow, error) {
 	return runReport(ctx, r, "reuse", reuseQuery, scanReuse)
 }

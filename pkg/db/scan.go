@@ -120,7 +120,8 @@ func scanString(row rowScanner) (string, error) {
 
 // jobColumns is the select list scanJob reads, for a jobs table aliased "j".
 const jobColumns = `j.registry, j.repository, j.digest, j.source, j.tag, j.status, j.skip_reason,
-	j.last_error, j.attempts, j.options_hash, j.bytes_read, j.worker, j.queued_at, j.started_at, j.finished_at`
+	j.last_error, j.attempts, j.options_hash, j.index_digest, j.bytes_read, j.worker, j.queued_at, j.started_at,
+	j.finished_at`
 
 func scanJob(row rowScanner) (*Job, error) {
 	var (
@@ -128,7 +129,7 @@ func scanJob(row rowScanner) (*Job, error) {
 		queued, started, finished dbTime
 	)
 	err := row.Scan(&j.Registry, &j.Repository, &j.Digest, &j.Source, &j.Tag, &j.Status, &j.SkipReason,
-		&j.LastError, &j.Attempts, &j.OptionsHash, &j.BytesRead, &j.Worker, &queued, &started, &finished)
+		&j.LastError, &j.Attempts, &j.OptionsHash, &j.IndexDigest, &j.BytesRead, &j.Worker, &queued, &started, &finished)
 	if err != nil {
 		return nil, err
 	}

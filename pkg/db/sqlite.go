@@ -82,6 +82,11 @@ func (s *sqliteStore) Lock(ctx context.Context, key string) (func(), error) {
 	return s.locks.Lock(ctx, key)
 }
 
+// LockSession groups in-process locks; it holds no connection.
+func (s *sqliteStore) LockSession(context.Context) (LockSession, error) {
+	return &localLockSession{locks: s.locks}, nil
+}
+
 func (s *sqliteStore) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {

@@ -48,8 +48,8 @@ func TestSQLiteUpgradeKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if report.From != 1 || report.To != 2 || len(report.Applied) != 1 {
-		t.Errorf("upgrade = %+v, want 1 → 2", report)
+	if report.From != 1 || report.To != 3 || len(report.Applied) != 2 {
+		t.Errorf("upgrade = %+v, want 1 → 3", report)
 	}
 	assertSeedVersion1(t, openStore(t, dsn))
 }

@@ -36,10 +36,14 @@ func (b *IndexBuilder) GetIndexDescriptorCollection(ctx context.Context, image o
 		return nil, err
 	}
 	var out []IndexDescriptorInfo
-	seen := map[digest.Digest]bool{}
+	// One row per SOCI index and platform manifest: the platforms of an
+	// image may have byte-identical SOCI indexes (the same layers), and
+	// each is still a platform with its index.
+	type seenKey struct{ index, manifest digest.Digest }
+	seen := map[seenKey]bool{}
 	add := func(info IndexDescriptorInfo) {
-		if !seen[info.Digest] {
-			seen[info.Digest] = true
+		if k := (seenKey{info.Digest, info.Manifest}); !seen[k] {
+			seen[k] = true
 			out = append(out, info)
 		}
 	}

@@ -158,9 +158,10 @@ func (b *IndexBuilder) buildAndPushZtoc(ctx context.Context, p ocispec.Platform,
 		return ocispec.Descriptor{}, fmt.Errorf("fetch layer: %w", err)
 	}
 	defer rc.Close()
-	var r io.Reader = rc
+	meter := &fetchMeter{r: rc}
+	var r io.Reader = meter
 	if b.cfg.progress != nil {
-		r = &progressReader{r: rc, report: func(n int64) { b.report(p, layer, LayerFetching, n) }}
+		r = &progressReader{r: meter, report: func(n int64) { b.report(p, layer, LayerFetching, n) }}
 	}
 	res, err := ztoc.Build(ctx, r,
 		ztoc.WithSpanSize(b.cfg.spanSize),
@@ -169,10 +170,12 @@ func (b *IndexBuilder) buildAndPushZtoc(ctx context.Context, p ocispec.Platform,
 		ztoc.WithExpectedDigest(layer.Digest),
 	)
 	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("build ztoc: %w", err)
+		return ocispec.Descriptor{}, classifyLayerError(ctx, fmt.Errorf("build ztoc: %w", err), meter, layer)
 	}
 	if res.LayerSize != layer.Size {
-		return ocispec.Descriptor{}, fmt.Errorf("%w: layer is %d bytes, its descriptor says %d", ztoc.ErrDigestMismatch, res.LayerSize, layer.Size)
+		return ocispec.Descriptor{}, classifyLayerError(ctx,
+			fmt.Errorf("%w: layer is %d bytes, its descriptor says %d", ztoc.ErrDigestMismatch, res.LayerSize, layer.Size),
+			meter, layer)
 	}
 	data, err := ztoc.Marshal(res.Ztoc)
 	if err != nil {
@@ -327,6 +330,66 @@ func (b *IndexBuilder) recordZtoc(ctx context.Context, layer, desc ocispec.Descr
 		return fmt.Errorf("record ztoc %s: %w", desc.Digest, err)
 	}
 	return nil
+}
+
+// Layer failures, as callers decide on them.
+var (
+	// ErrCorruptLayer is wrapped when every byte of a layer arrived (as
+	// many as its descriptor says) and it still is not the layer its media
+	// type says: invalid or truncated gzip, bad tar, digest mismatch. The
+	// registry holds it so; trying again cannot help.
+	ErrCorruptLayer = errors.New("corrupt layer")
+	// ErrLayerShortRead is wrapped when the registry's answer for a layer
+	// ended before the descriptor's size or broke off: a transfer problem,
+	// which a new try may not have.
+	ErrLayerShortRead = errors.New("layer transfer cut short")
+)
+
+// fetchMeter counts the bytes of a layer download and keeps its first read
+// error other than EOF. A short HTTP body reads as io.ErrUnexpectedEOF, which
+// the zTOC builder takes for the end of the blob; the meter still knows.
+type fetchMeter struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (m *fetchMeter) Read(b []byte) (int, error) {
+	n, err := m.r.Read(b)
+	m.n += int64(n)
+	if err != nil && err != io.EOF && m.err == nil {
+		m.err = err
+	}
+	return n, err
+}
+
+// classifyLayerError tells a corrupt layer from one that did not arrive
+// whole. A decode error may come before the end of the download, so the
+// rest is read first (only on this failure path): when every byte of the
+// descriptor's size came, the bytes are what the registry has, and the
+// layer is corrupt; when fewer came, or the read broke, the transfer was
+// cut short. Other errors are returned as they are.
+func classifyLayerError(ctx context.Context, err error, m *fetchMeter, layer ocispec.Descriptor) error {
+	if ctx.Err() != nil || !errors.Is(err, ztoc.ErrCorruptLayer) && !errors.Is(err, ztoc.ErrDigestMismatch) {
+		return err
+	}
+	if m.err == nil {
+		// At most one byte past the descriptor's size tells "too long".
+		if _, derr := io.Copy(io.Discard, io.LimitReader(m, max(layer.Size-m.n, 0)+1)); derr != nil && m.err == nil {
+			m.err = derr
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+	if m.err != nil || m.n < layer.Size {
+		cause := m.err
+		if cause == nil {
+			cause = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("%w: %d of %d bytes of layer %s arrived: %w", ErrLayerShortRead, m.n, layer.Size, layer.Digest, cause)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrCorruptLayer, layer.Digest, err)
 }
 
 // progressReader reports the bytes read so far, at most every

@@ -3,7 +3,29 @@ package index
 import (
 	"context"
 	"sync"
+
+	"github.com/opencontainers/go-digest"
 )
+
+// The lock keys name what a lock guards by repository and digest, never
+// by registry host: one registry reached under two host names (two DNS
+// names, a proxy, a load balancer) is one set of objects, and writers
+// through either name must exclude each other. Two registries that share
+// a repository name and a digest only wait for each other needlessly.
+
+// ReferrersLockKey names the lock on the referrers of subject in
+// repository: the read-modify-write of its sha256-<hex> fallback tag,
+// which the builder (v1 indexes) and garbage collection (deleting them) do.
+func ReferrersLockKey(repository string, subject digest.Digest) string {
+	return "referrers:" + repository + "@" + subject.String()
+}
+
+// ImageLockKey names the lock a worker holds while it works on the image
+// repository@image (any tag), so duplicate and concurrent jobs of one
+// image wait for each other.
+func ImageLockKey(repository string, image digest.Digest) string {
+	return "image:" + repository + "@" + image.String()
+}
 
 // LocalLocker is a Locker for the goroutines of one process: builders that
 // share one LocalLocker never update the same image's referrers at the same

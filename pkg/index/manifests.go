@@ -80,8 +80,9 @@ func (b *IndexBuilder) selectManifests(ctx context.Context, image ocispec.Descri
 	children:
 		for _, m := range idx.Manifests {
 			// Attestations and artifacts (such as the SOCI indexes of a
-			// converted image) are not images.
-			if m.Platform == nil || isUnknownPlatform(m.Platform) || !isImageManifest(m.MediaType) || m.ArtifactType != "" {
+			// converted image) are not images; an artifactType that is an
+			// image config's (crane index append) is still an image.
+			if !isImageDescriptor(m) {
 				continue
 			}
 			// The first manifest of a platform wins, as in platform matching.

@@ -111,5 +111,5 @@ func (b *IndexBuilder) referrers(ctx context.Context, subject ocispec.Descriptor
 
 // lockKey names the referrers list of one image manifest.
 func (b *IndexBuilder) lockKey(subject digest.Digest) string {
-	return b.location.Registry + "/" + b.location.Repository + "@" + subject.String()
+	return ReferrersLockKey(b.location.Repository, subject)
 }

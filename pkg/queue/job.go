@@ -37,8 +37,11 @@ type Job struct {
 	Registry   string `json:"registry"`
 	Repository string `json:"repository"`
 	Digest     string `json:"digest"`
-	// Tag is a label only: workers resolve the manifest by Digest, since
-	// the tag may not resolve yet when the event arrives.
+	// Tag is the tag the image was pushed under or the tag deleted; empty
+	// for a push or delete by digest alone. Workers resolve the manifest by
+	// Digest, since the tag may not resolve yet when the event arrives, and
+	// use the tag for the image's v2 tag. A push of one digest under two
+	// tags is two jobs.
 	Tag       string `json:"tag,omitempty"`
 	MediaType string `json:"media_type,omitempty"`
 	Action    Action `json:"action"`
@@ -52,14 +55,15 @@ type Job struct {
 // needs to find the manifest.
 var ErrInvalidJob = errors.New("queue: invalid job")
 
-// Validate reports whether the job names a manifest and an action.
+// Validate reports whether the job names a manifest and an action. A
+// delete may name a tag without a digest (a registry's tag delete).
 func (j Job) Validate() error {
 	switch {
 	case j.Registry == "":
 		return fmt.Errorf("%w: no registry", ErrInvalidJob)
 	case j.Repository == "":
 		return fmt.Errorf("%w: no repository", ErrInvalidJob)
-	case j.Digest == "":
+	case j.Digest == "" && (j.Action != ActionDelete || j.Tag == ""):
 		return fmt.Errorf("%w: no digest", ErrInvalidJob)
 	case j.Action != ActionPush && j.Action != ActionDelete:
 		return fmt.Errorf("%w: action %q", ErrInvalidJob, j.Action)
@@ -67,17 +71,29 @@ func (j Job) Validate() error {
 	return nil
 }
 
-// Key identifies the work a job asks for: registry/repository@digest/action.
-// Two events with the same key are the same job; Publish uses the key as
-// the JetStream message id so duplicates within the dedup window are
-// dropped.
+// Key identifies the work a job asks for: the image digest, the tag it is
+// served under (maybe none) and the action, as
+// registry/repository:tag@digest/action (":tag" left out when there is no
+// tag). Two events with the same key are the same job; Publish uses the key
+// as the JetStream message id so duplicates within the dedup window are
+// dropped. The same digest pushed under another tag is another job: its
+// tag needs its own v2 index tag.
 func (j Job) Key() string {
-	return j.Registry + "/" + j.Repository + "@" + j.Digest + "/" + string(j.Action)
+	ref := j.Registry + "/" + j.Repository
+	if j.Tag != "" {
+		ref += ":" + j.Tag
+	}
+	return ref + "@" + j.Digest + "/" + string(j.Action)
 }
 
 // subjectToken is a short stable token for the job's manifest, so every
-// event for one manifest lands on the same subject.
+// event for one manifest lands on the same subject (a tag delete without a
+// digest: every event for that tag).
 func (j Job) subjectToken() string {
-	sum := sha256.Sum256([]byte(j.Registry + "/" + j.Repository + "@" + j.Digest))
+	name := j.Digest
+	if name == "" {
+		name = ":" + j.Tag
+	}
+	sum := sha256.Sum256([]byte(j.Registry + "/" + j.Repository + "@" + name))
 	return hex.EncodeToString(sum[:8])
 }

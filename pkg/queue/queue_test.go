@@ -583,7 +583,7 @@ func TestBindNeedsExistingStreams(t *testing.T) {
 
 func TestJobKeyAndValidate(t *testing.T) {
 	j := job(1)
-	if want := "registry.test:5000/team/app@sha256:" + strings.Repeat("0", 63) + "1/push"; j.Key() != want {
+	if want := "registry.test:5000/team/app:v1@sha256:" + strings.Repeat("0", 63) + "1/push"; j.Key() != want {
 		t.Fatalf("Key = %s, want %s", j.Key(), want)
 	}
 	j.Action = "pull"

@@ -15,6 +15,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
@@ -69,9 +70,9 @@ func WithBackfillLogger(l *slog.Logger) BackfillOption {
 	return func(b *Backfiller) { b.log = l }
 }
 
-// WithIndexedBy tells whether an image counts as indexed the way w does:
-// same build options (and, for v2, same tag). Without it any successful
-// job counts.
+// WithIndexedBy tells whether a tag counts as indexed the way w does:
+// its job succeeded with w's build options. Without it any successful job
+// of the tag counts.
 func WithIndexedBy(w *Worker) BackfillOption {
 	return func(b *Backfiller) { b.worker = w }
 }
@@ -106,14 +107,24 @@ func NewBackfiller(repos RepositoryFunc, store Store, publisher Publisher, opts 
 	return b
 }
 
-// BackfillStats counts what one run saw.
+// BackfillStats counts what one run saw, one count per tag.
 type BackfillStats struct {
 	Repositories int
 	Tags         int
-	Enqueued     int
-	// Indexed: already indexed, skipped or failed for good, or our own
-	// artifacts.
+	// Enqueued: published as new jobs.
+	Enqueued int
+	// Duplicates: published, but JetStream already held the same job
+	// (digest, tag, action) within its dedup window: nothing new queued.
+	Duplicates int
+	// Indexed: the database says this tag of the image was indexed with
+	// the current options.
 	Indexed int
+	// Skipped and Failed: the database says the job was looked at and not
+	// indexed (with a reason), or failed for good (unless WithRetryFailed).
+	Skipped int
+	Failed  int
+	// Ours: our own artifacts (v2 index tags, SOCI-enabled image indexes).
+	Ours int
 	// Older: created before the WithSince window.
 	Older  int
 	Errors int
@@ -153,7 +164,9 @@ func (b *Backfiller) Run(ctx context.Context, target string) (BackfillStats, err
 		stats.Repositories++
 	}
 	b.log.Info("backfill done", "target", target, "repositories", stats.Repositories, "tags", stats.Tags,
-		"enqueued", stats.Enqueued, "indexed", stats.Indexed, "older", stats.Older, "errors", stats.Errors)
+		"enqueued", stats.Enqueued, "duplicates", stats.Duplicates, "indexed", stats.Indexed,
+		"skipped", stats.Skipped, "failed", stats.Failed, "ours", stats.Ours, "older", stats.Older,
+		"errors", stats.Errors)
 	return stats, nil
 }
 
@@ -171,7 +184,7 @@ func (b *Backfiller) repository(ctx context.Context, host, name string, stats *B
 		return fmt.Errorf("backfill: list tags of %s/%s: %w", host, name, err)
 	}
 	for _, tag := range tags {
-		if IsReferrersTag(tag) {
+		if index.IsReferrersTag(tag) {
 			continue
 		}
 		stats.Tags++
@@ -186,22 +199,24 @@ func (b *Backfiller) repository(ctx context.Context, host, name string, stats *B
 			log.Warn("backfill: cannot check image", "error", err)
 			continue
 		}
-		switch verdict {
-		case backfillIndexed:
-			stats.Indexed++
-			b.metrics.countBackfill("indexed")
-			continue
-		case backfillTooOld:
-			stats.Older++
-			b.metrics.countBackfill("older")
+		if verdict != backfillEnqueue {
+			*verdict.count(stats)++
+			b.metrics.countBackfill(string(verdict))
 			continue
 		}
-		if _, err := b.publisher.Publish(ctx, job); err != nil {
+		ack, err := b.publisher.Publish(ctx, job)
+		if err != nil {
 			return fmt.Errorf("backfill: enqueue %s: %w", job.Key(), err)
 		}
+		if ack.Duplicate {
+			stats.Duplicates++
+			b.metrics.countBackfill("duplicate")
+			log.Info("backfill: image already queued", "digest", job.Digest)
+			continue
+		}
 		if b.store != nil {
-			key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest}
-			if _, err := b.store.UpsertQueued(ctx, key, BackfillSource, tag); err != nil {
+			key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest, Tag: tag}
+			if _, err := b.store.UpsertQueued(ctx, key, BackfillSource); err != nil {
 				log.Warn("backfill: cannot record the queued job", "error", err)
 			}
 		}
@@ -212,20 +227,42 @@ func (b *Backfiller) repository(ctx context.Context, host, name string, stats *B
 	return nil
 }
 
-// backfillVerdict is what the backfill decides for one tag.
-type backfillVerdict int
+// backfillVerdict is what the backfill decides for one tag; the values
+// label the backfill metric.
+type backfillVerdict string
 
 const (
-	backfillEnqueue backfillVerdict = iota
-	backfillIndexed                 // indexed, skipped, failed for good, or ours
-	backfillTooOld                  // created before --since
+	backfillEnqueue backfillVerdict = "enqueued"
+	backfillIndexed backfillVerdict = "indexed" // the database says so
+	backfillSkipped backfillVerdict = "skipped" // the database has the reason
+	backfillFailed  backfillVerdict = "failed"  // for good, and not retried
+	backfillOurs    backfillVerdict = "ours"    // our own artifact
+	backfillTooOld  backfillVerdict = "older"   // created before --since
 )
 
-// check resolves a tag and tells whether its image needs a job.
+func (v backfillVerdict) count(s *BackfillStats) *int {
+	switch v {
+	case backfillIndexed:
+		return &s.Indexed
+	case backfillSkipped:
+		return &s.Skipped
+	case backfillFailed:
+		return &s.Failed
+	case backfillOurs:
+		return &s.Ours
+	case backfillTooOld:
+		return &s.Older
+	}
+	return &s.Enqueued
+}
+
+// check resolves a tag and tells whether its job is due. Only the
+// database's record of this tag makes it indexed; without one the
+// manifest is read, so our own artifacts are told by content.
 func (b *Backfiller) check(ctx context.Context, repo *remote.Repository, host, name, tag string) (queue.Job, backfillVerdict, error) {
 	desc, err := repo.Resolve(ctx, tag)
 	if err != nil {
-		return queue.Job{}, backfillIndexed, fmt.Errorf("resolve: %w", err)
+		return queue.Job{}, backfillEnqueue, fmt.Errorf("resolve: %w", err)
 	}
 	job := queue.Job{
 		Source:     BackfillSource,
@@ -238,33 +275,37 @@ func (b *Backfiller) check(ctx context.Context, repo *remote.Repository, host, n
 		ReceivedAt: b.now().UTC(),
 	}
 	if b.store != nil {
-		rec, err := b.store.Get(ctx, db.JobKey{Registry: host, Repository: name, Digest: job.Digest})
+		rec, err := b.store.Get(ctx, db.JobKey{Registry: host, Repository: name, Digest: job.Digest, Tag: tag})
 		switch {
 		case errors.Is(err, db.ErrJobNotFound):
 		case err != nil:
-			return job, backfillIndexed, fmt.Errorf("job record: %w", err)
+			return job, backfillEnqueue, fmt.Errorf("job record: %w", err)
 		case rec.Status == db.JobFailed && b.retry:
-		case rec.Status == db.JobSkipped, rec.Status == db.JobFailed:
-			return job, backfillIndexed, nil
+		case rec.Status == db.JobFailed:
+			return job, backfillFailed, nil
+		case rec.Status == db.JobSkipped:
+			return job, backfillSkipped, nil
 		case rec.Status == db.JobSucceeded:
-			if b.worker == nil || rec.OptionsHash == b.worker.optionsHashFor(tag) {
+			if b.worker == nil || rec.OptionsHash == b.worker.optionsHash {
 				return job, backfillIndexed, nil
 			}
 		}
 	}
-	// Our own artifacts have no job record; tell them by content.
 	body, err := content.FetchAll(ctx, repo, desc)
 	if err != nil {
-		return job, backfillIndexed, fmt.Errorf("fetch manifest: %w", err)
+		return job, backfillEnqueue, fmt.Errorf("fetch manifest: %w", err)
 	}
-	kind := classifyManifest(desc.MediaType, body)
-	if kind.own {
-		return job, backfillIndexed, nil
+	kind, err := classify(ctx, repo, desc.MediaType, body, tag)
+	if err != nil {
+		return job, backfillEnqueue, fmt.Errorf("classify manifest: %w", err)
 	}
-	if b.since > 0 && !kind.isIndex && kind.skip == "" {
+	if kind.Ours() {
+		return job, backfillOurs, nil
+	}
+	if b.since > 0 && kind.Class == index.ClassImage {
 		created, err := b.created(ctx, repo, body)
 		if err != nil {
-			return job, backfillIndexed, err
+			return job, backfillEnqueue, err
 		}
 		if !created.IsZero() && created.Before(b.now().Add(-b.since)) {
 			return job, backfillTooOld, nil

@@ -171,7 +171,7 @@ func BenchmarkPushToIndex(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		waitIndexed(b, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "bench/latency", Digest: desc.Digest.String()})
+		waitIndexed(b, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "bench/latency", Digest: desc.Digest.String(), Tag: tag})
 		latencies = append(latencies, time.Since(start))
 		b.StopTimer()
 		start = time.Now()
@@ -218,7 +218,7 @@ func benchThroughput(b *testing.B, images int, known bool) {
 			if _, err := s.Queue().Publish(context.Background(), warm); err != nil {
 				b.Fatal(err)
 			}
-			waitIndexed(b, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "bench/throughput", Digest: desc.Digest.String()})
+			waitIndexed(b, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "bench/throughput", Digest: desc.Digest.String(), Tag: warm.Tag})
 		}
 		var jobs []queue.Job
 		var all [][]demoimage.Layer
@@ -246,7 +246,7 @@ func benchThroughput(b *testing.B, images int, known bool) {
 			}
 		}
 		for _, j := range jobs {
-			waitIndexed(b, s.Store(), db.JobKey{Registry: j.Registry, Repository: j.Repository, Digest: j.Digest})
+			waitIndexed(b, s.Store(), db.JobKey{Registry: j.Registry, Repository: j.Repository, Digest: j.Digest, Tag: j.Tag})
 		}
 		perMinute = append(perMinute, float64(images)/time.Since(start).Minutes())
 		b.StopTimer()

@@ -14,70 +14,8 @@ import (
 
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
 )
-
-func TestClassifyManifest(t *testing.T) {
-	const (
-		ociManifest = "application/vnd.oci.image.manifest.v1+json"
-		ociIndex    = "application/vnd.oci.image.index.v1+json"
-		imageConfig = `"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aa","size":2}`
-	)
-	tests := []struct {
-		name      string
-		mediaType string
-		body      string
-		wantSkip  bool
-		wantOwn   bool
-		wantIndex bool
-	}{
-		{"image", ociManifest, `{` + imageConfig + `,"layers":[]}`, false, false, false},
-		{"docker image", mediaTypeDockerManifest,
-			`{"config":{"mediaType":"application/vnd.docker.container.image.v1+json"},"layers":[]}`, false, false, false},
-		{"soci v1 index", ociManifest,
-			`{"config":{"mediaType":"` + index.SociIndexArtifactTypeV1 + `"},"subject":{"digest":"sha256:bb"}}`, true, true, false},
-		{"soci v2 index", ociManifest, `{"config":{"mediaType":"` + index.SociIndexArtifactTypeV2 + `"}}`, true, true, false},
-		{"rewritten v2 manifest", ociManifest,
-			`{` + imageConfig + `,"annotations":{"com.amazon.soci.index-digest":"sha256:cc"}}`, true, true, false},
-		{"signature", ociManifest,
-			`{"config":{"mediaType":"application/vnd.oci.empty.v1+json"},"subject":{"digest":"sha256:bb"}}`, true, false, false},
-		{"helm chart", ociManifest, `{"config":{"mediaType":"application/vnd.cncf.helm.config.v1+json"}}`, true, false, false},
-		{"artifact", ociManifest, `{"artifactType":"application/x-sbom",` + imageConfig + `}`, true, false, false},
-		{"image index", ociIndex, `{"manifests":[{"digest":"sha256:a","platform":{"os":"linux","architecture":"amd64"}}]}`,
-			false, false, true},
-		{"soci-enabled index", ociIndex,
-			`{"manifests":[{"digest":"sha256:a"},{"digest":"sha256:b","artifactType":"` + index.SociIndexArtifactTypeV2 + `"}]}`,
-			true, true, true},
-		{"referrers index", ociIndex, `{"manifests":[{"digest":"sha256:a","artifactType":"` + index.SociIndexArtifactTypeV1 + `"}]}`,
-			true, true, true},
-		{"empty index", ociIndex, `{"manifests":[]}`, true, false, true},
-		{"media type from body", "", `{"mediaType":"` + ociManifest + `",` + imageConfig + `}`, false, false, false},
-		{"not json", ociManifest, `{`, true, false, false},
-		{"schema1", "application/vnd.docker.distribution.manifest.v1+prettyjws", `{}`, true, false, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := classifyManifest(tt.mediaType, []byte(tt.body))
-			if (got.skip != "") != tt.wantSkip || got.own != tt.wantOwn || got.isIndex != tt.wantIndex {
-				t.Errorf("classifyManifest = %+v, want skip=%v own=%v index=%v", got, tt.wantSkip, tt.wantOwn, tt.wantIndex)
-			}
-		})
-	}
-}
-
-func TestIsReferrersTag(t *testing.T) {
-	hex := "71aa0000000000000000000000000000000000000000000000000000000000ff"
-	for tag, want := range map[string]bool{
-		"sha256-" + hex:        true,
-		"sha256-" + hex + "-x": false,
-		"v1":                   false,
-		"v1-soci":              false,
-		"sha256-abc":           false,
-	} {
-		if got := IsReferrersTag(tag); got != want {
-			t.Errorf("IsReferrersTag(%q) = %v, want %v", tag, got, want)
-		}
-	}
-}
 
 type timeoutError struct{}
 
@@ -108,6 +46,13 @@ func TestIsTransient(t *testing.T) {
 		{"queue down", fmt.Errorf("x: %w", queue.ErrUnavailable), true},
 		{"empty index", index.ErrEmptyIndex, false},
 		{"corrupt layer", errors.New("gzip: invalid header"), false},
+		// A truncated gzip layer wraps io.ErrUnexpectedEOF; all its bytes
+		// came, so it is corrupt, not a transfer problem.
+		{"truncated gzip", fmt.Errorf("build: %w", fmt.Errorf("%w: x: %w", index.ErrCorruptLayer,
+			fmt.Errorf("%w: gzip: %w", ztoc.ErrCorruptLayer, io.ErrUnexpectedEOF))), false},
+		{"digest mismatch", fmt.Errorf("build: %w", ztoc.ErrDigestMismatch), false},
+		{"short layer body", fmt.Errorf("build: %w: %w", index.ErrLayerShortRead, io.ErrUnexpectedEOF), true},
+		{"registry not allowed", fmt.Errorf("%w: evil.example", ErrRegistryNotAllowed), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

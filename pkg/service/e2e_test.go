@@ -16,6 +16,7 @@ import (
 	"oras.land/oras-go/v2"
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
 // TestAllInOnePushIsIndexed: a push to the embedded registry becomes a
@@ -28,7 +29,7 @@ func TestAllInOnePushIsIndexed(t *testing.T) {
 
 	start := time.Now()
 	img := pushImage(t, s.RegistryAddr(), "demo/app", "v1", testLayerSize, testLayerSize)
-	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "demo/app", Digest: img.Digest.String()}
+	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "demo/app", Digest: img.Digest.String(), Tag: "v1"}
 	job := waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded, db.JobFailed, db.JobSkipped)
 	if job.Status != db.JobSucceeded {
 		t.Fatalf("job %s: %s %s", job.Status, job.LastError, job.SkipReason)
@@ -85,7 +86,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 	img := pushImage(t, s.RegistryAddr(), "metrics/app", "v1", testLayerSize, testLayerSize)
-	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "metrics/app", Digest: img.Digest.String()},
+	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "metrics/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
 	waitFor(t, 5*time.Second, "metrics", func() (bool, error) {
 		text := scrape(t, s)
@@ -150,10 +151,18 @@ func TestDuplicateNotificationsGiveOneIndex(t *testing.T) {
 	for i := range 2 {
 		postEvent(t, s, distributionEnvelope(fmt.Sprintf("replay-%d", i), s.RegistryAddr(), "dup/app", "v1", img))
 	}
-	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "dup/app", Digest: img.Digest.String()}
+	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "dup/app", Digest: img.Digest.String(), Tag: "v1"}
 	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
-	// Give a duplicate that slipped through time to run.
-	time.Sleep(time.Second)
+	// The registry's event and the two replays all reached the webhook,
+	// which took two of them for duplicates of the queued job: the queue
+	// never held a second job that could still run.
+	waitFor(t, 10*time.Second, "two duplicates counted", func() (bool, error) {
+		text := scrape(t, s)
+		if strings.Contains(text, `soci_indexer_webhook_events_total{outcome="duplicate",source="distribution"} 2`) {
+			return true, nil
+		}
+		return false, fmt.Errorf("webhook counts:\n%s", grepLines(text, "webhook_events_total"))
+	})
 	attempts, err := s.Store().Attempts(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -178,22 +187,25 @@ func TestCorruptLayerIsNotRetried(t *testing.T) {
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
 	img := pushCorruptImage(t, s.RegistryAddr(), "bad/app", "v1")
-	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "bad/app", Digest: img.Digest.String()}
+	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "bad/app", Digest: img.Digest.String(), Tag: "v1"}
 	job := waitJob(t, s.Store(), key, 20*time.Second, db.JobFailed)
 	if !strings.Contains(job.LastError, "gzip") {
 		t.Errorf("error %q does not say what is wrong", job.LastError)
 	}
-	time.Sleep(2 * cfg.RetryMax)
+	// The dead letter is written as the job is terminated: from then on
+	// JetStream delivers it no more, so the attempts are final.
+	var dead []queue.DeadLetter
+	waitFor(t, 10*time.Second, "the dead letter", func() (bool, error) {
+		var err error
+		dead, err = s.Queue().DeadLetters(context.Background(), 10)
+		return len(dead) > 0, err
+	})
 	attempts, err := s.Store().Attempts(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(attempts) != 1 {
 		t.Errorf("%d attempts, want 1 (a permanent failure must not be retried)", len(attempts))
-	}
-	dead, err := s.Queue().DeadLetters(context.Background(), 10)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if len(dead) != 1 || dead[0].Job.Digest != img.Digest.String() || !strings.Contains(dead[0].LastError, "gzip") {
 		t.Errorf("dead letters: %+v", dead)
@@ -209,7 +221,7 @@ func TestDeleteEventRemovesArtifacts(t *testing.T) {
 	s := startServer(t, cfg)
 	ctx := context.Background()
 	img := pushImage(t, s.RegistryAddr(), "del/app", "v1", testLayerSize, testLayerSize)
-	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "del/app", Digest: img.Digest.String()}
+	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "del/app", Digest: img.Digest.String(), Tag: "v1"}
 	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
 	repo, err := plainRepos(t)(ctx, s.RegistryAddr(), "del/app")
 	if err != nil {
@@ -256,15 +268,15 @@ func TestBackfillIndexesMissedImages(t *testing.T) {
 	if stats.Enqueued != 1 || stats.Repositories != 1 {
 		t.Fatalf("backfill: %+v, want one repository and one image enqueued", stats)
 	}
-	key := db.JobKey{Registry: reg.Addr(), Repository: "missed/app", Digest: img.Digest.String()}
+	key := db.JobKey{Registry: reg.Addr(), Repository: "missed/app", Digest: img.Digest.String(), Tag: "v1"}
 	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
 
 	stats, err = s.Backfiller().Run(context.Background(), target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Enqueued != 0 || stats.Indexed < 2 { // the image and its v2 index
-		t.Errorf("second backfill: %+v, want nothing enqueued", stats)
+	if stats.Enqueued != 0 || stats.Indexed != 1 || stats.Ours != 1 { // the image; its v2 index is ours
+		t.Errorf("second backfill: %+v, want nothing enqueued, the image indexed, its v2 tag ours", stats)
 	}
 }
 
@@ -278,7 +290,7 @@ func TestScheduledBackfill(t *testing.T) {
 	cfg.BackfillInterval = 200 * time.Millisecond
 	cfg.BackfillTargets = []string{reg.Addr() + "/sched/app"}
 	s := startServer(t, cfg)
-	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "sched/app", Digest: img.Digest.String()},
+	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "sched/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
 }
 
@@ -326,7 +338,7 @@ func TestMultiPlatformImage(t *testing.T) {
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
 	img := pushMultiPlatform(t, s.RegistryAddr(), "multi/app", "v1")
-	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "multi/app", Digest: img.Digest.String()},
+	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "multi/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
 	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "multi/app")
 	if err != nil {
@@ -401,7 +413,7 @@ func TestOpenBackfillerFindsAllInOneServer(t *testing.T) {
 	if stats.Enqueued != 1 {
 		t.Fatalf("backfill: %+v", stats)
 	}
-	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "cli/app", Digest: img.Digest.String()},
+	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "cli/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
 }
 
@@ -417,7 +429,7 @@ func TestBackfillRetryFailed(t *testing.T) {
 	target := reg.Addr() + "/failed/app"
 
 	ctx := context.Background()
-	key := db.JobKey{Registry: reg.Addr(), Repository: "failed/app", Digest: img.Digest.String()}
+	key := db.JobKey{Registry: reg.Addr(), Repository: "failed/app", Digest: img.Digest.String(), Tag: "v1"}
 	if _, err := store.Start(ctx, key, "worker-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -428,8 +440,8 @@ func TestBackfillRetryFailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Enqueued != 0 || stats.Indexed != 1 {
-		t.Errorf("without retry: %+v, want the failed image left alone", stats)
+	if stats.Enqueued != 0 || stats.Failed != 1 || stats.Indexed != 0 {
+		t.Errorf("without retry: %+v, want the failed image left alone, counted as failed (not indexed)", stats)
 	}
 	stats, err = NewBackfiller(plainRepos(t), store, q, WithRetryFailed(true)).Run(ctx, target)
 	if err != nil {
@@ -445,4 +457,15 @@ func TestBackfillRetryFailed(t *testing.T) {
 	if qs.Messages != 1 {
 		t.Errorf("%d jobs in the queue, want 1", qs.Messages)
 	}
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -106,7 +106,7 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 	go func() { done <- qHealthy.Consume(ctx, healthy.Handle, queue.WithFetchWait(200*time.Millisecond)) }()
 	defer func() { cancel(); <-done }()
 
-	key := db.JobKey{Registry: reg.Addr(), Repository: "kill/app", Digest: img.Digest.String()}
+	key := db.JobKey{Registry: reg.Addr(), Repository: "kill/app", Digest: img.Digest.String(), Tag: "v1"}
 	job := waitJob(t, store, key, 30*time.Second, db.JobSucceeded)
 	if job.Worker != "healthy" {
 		t.Errorf("job finished by %q, want the healthy worker", job.Worker)
@@ -159,8 +159,9 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	const images = 4
 	var keys []db.JobKey
 	for i := range images {
-		img := pushImage(t, s.RegistryAddr(), "pg/app", "v"+string(rune('1'+i)), testLayerSize, testLayerSize)
-		keys = append(keys, db.JobKey{Registry: s.RegistryAddr(), Repository: "pg/app", Digest: img.Digest.String()})
+		tag := "v" + string(rune('1'+i))
+		img := pushImage(t, s.RegistryAddr(), "pg/app", tag, testLayerSize, testLayerSize)
+		keys = append(keys, db.JobKey{Registry: s.RegistryAddr(), Repository: "pg/app", Digest: img.Digest.String(), Tag: tag})
 	}
 	time.Sleep(2 * time.Second)
 	close(stop)
@@ -229,7 +230,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal("Run did not return within the grace period")
 	}
 	t.Logf("drained in %s", time.Since(start))
-	job, err := s.Store().Get(context.Background(), db.JobKey{Registry: s.RegistryAddr(), Repository: "drain/app", Digest: img.Digest.String()})
+	job, err := s.Store().Get(context.Background(), db.JobKey{Registry: s.RegistryAddr(), Repository: "drain/app", Digest: img.Digest.String(), Tag: "v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func TestShutdownPastGraceHandsJobBack(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after the grace period")
 	}
-	job, err := s.Store().Get(context.Background(), db.JobKey{Registry: s.RegistryAddr(), Repository: "cut/app", Digest: img.Digest.String()})
+	job, err := s.Store().Get(context.Background(), db.JobKey{Registry: s.RegistryAddr(), Repository: "cut/app", Digest: img.Digest.String(), Tag: "v1"})
 	if err != nil {
 		t.Fatal(err)
 	}

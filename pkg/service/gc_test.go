@@ -147,8 +147,7 @@ func (a multiPlatformArtifacts) goneProblem(ctx context.Context, repo *remote.Re
 	if err != nil || len(left) != 0 {
 		return fmt.Errorf("%d soci indexes of the deleted image still recorded (%v)", len(left), err)
 	}
-	key := db.JobKey{Registry: a.registry, Repository: a.repository, Digest: a.gone.Digest.String()}
-	if _, err := store.Get(ctx, key); !errors.Is(err, db.ErrJobNotFound) {
+	if left, err := store.List(ctx, db.JobFilter{Registry: a.registry, Repository: a.repository, Digest: a.gone.Digest.String()}); err != nil || len(left) != 0 {
 		return fmt.Errorf("job of the deleted image: %v, want not found", err)
 	}
 
@@ -238,8 +237,8 @@ func TestDeleteEventRemovesMultiPlatformArtifacts(t *testing.T) {
 			s := startServer(t, cfg)
 			ctx := context.Background()
 			const repository = "gc/events"
-			gone, _, platforms := pushSharingImages(t, s.RegistryAddr(), repository, func(img ocispec.Descriptor, _ string) {
-				key := db.JobKey{Registry: s.RegistryAddr(), Repository: repository, Digest: img.Digest.String()}
+			gone, _, platforms := pushSharingImages(t, s.RegistryAddr(), repository, func(img ocispec.Descriptor, tag string) {
+				key := db.JobKey{Registry: s.RegistryAddr(), Repository: repository, Digest: img.Digest.String(), Tag: tag}
 				waitJob(t, s.Store(), key, 30*time.Second, db.JobSucceeded)
 			})
 			repo, err := plainRepos(t)(ctx, s.RegistryAddr(), repository)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,11 +45,14 @@ type Server struct {
 	httpSrv  *http.Server
 	httpDone chan struct{}
 	registry *embeddedregistry.Registry
-	embedded bool
-	dataDir  *datadir.Lock
-	dsn      string
-	natsURL  string
-	secret   string
+	// registryHost is the embedded registry's host:port once it runs; the
+	// webhook reads it while the server starts.
+	registryHost atomic.Pointer[string]
+	embedded     bool
+	dataDir      *datadir.Lock
+	dsn          string
+	natsURL      string
+	secret       string
 }
 
 // Start brings up everything but the workers: embedded parts, connections,
@@ -191,7 +195,8 @@ func (s *Server) startHTTP() error {
 			Harbor:       webhook.SourceConfig{Disabled: true},
 			CloudEvents:  webhook.SourceConfig{Disabled: true},
 			ECR:          webhook.SourceConfig{Disabled: true},
-			Filter:       webhook.FilterConfig{OwnTags: []string{ownTagGlob(s.cfg.V2TagTemplate)}},
+			Filter: webhook.FilterConfig{OwnTags: []string{ownTagGlob(s.cfg.V2TagTemplate)},
+				AllowRegistry: s.registryAllowed},
 		}
 		wh, err := webhook.New(s.queue, wcfg, webhook.WithLogger(s.log), webhook.WithRegistry(s.metrics.Registry))
 		if err != nil {
@@ -262,6 +267,8 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		return err
 	}
 	s.registry = reg
+	addr := reg.Addr()
+	s.registryHost.Store(&addr)
 	return nil
 }
 
@@ -328,6 +335,7 @@ func (s *Server) newWorker() error {
 		WithIndexVersion(version),
 		WithOptionsIdentity(identity),
 		WithJobTimeout(s.cfg.JobTimeout),
+		WithRegistryAllowed(s.registryAllowed),
 		WithMetrics(s.metrics),
 		WithLogger(s.log),
 	)
@@ -457,6 +465,34 @@ func (s *Server) Close() error {
 
 // Addr is the HTTP address (metrics, health, webhook).
 func (s *Server) Addr() string { return dialable(s.httpLn.Addr().String()) }
+
+// registryAllowed is the allow-list of registry hosts: the configured
+// one; without one, the embedded registry's host (as 127.0.0.1:PORT or
+// localhost:PORT) when it runs, else every host.
+func (s *Server) registryAllowed(host string) bool {
+	host = strings.ToLower(host)
+	if len(s.cfg.AllowedRegistries) > 0 {
+		for _, h := range s.cfg.AllowedRegistries {
+			if strings.EqualFold(strings.TrimSpace(h), host) {
+				return true
+			}
+		}
+		return false
+	}
+	if s.cfg.RegistryListen == "" {
+		return true
+	}
+	p := s.registryHost.Load()
+	if p == nil {
+		return false // not running yet: nothing can come from it
+	}
+	addr := *p
+	if host == addr {
+		return true
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return host == net.JoinHostPort("localhost", port)
+}
 
 // RegistryAddr is the embedded registry's host:port, or "" without one.
 func (s *Server) RegistryAddr() string {

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
@@ -49,6 +51,8 @@ type Worker struct {
 	lockWait    time.Duration
 	metrics     *Metrics
 	log         *slog.Logger
+	allowed     []string // lowercased hosts; empty: all
+	allow       func(string) bool
 }
 
 // WorkerOption configures a Worker.
@@ -90,6 +94,32 @@ func WithJobTimeout(d time.Duration) WorkerOption {
 // image (default 10m); past it the job is retried later.
 func WithLockWait(d time.Duration) WorkerOption {
 	return func(w *Worker) { w.lockWait = d }
+}
+
+// WithAllowedRegistries names the registry hosts (host[:port], as jobs
+// name them) the worker may reach; a job for any other host fails at once
+// with ErrRegistryNotAllowed. None means every host.
+func WithAllowedRegistries(hosts ...string) WorkerOption {
+	return func(w *Worker) {
+		for _, h := range hosts {
+			if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+				w.allowed = append(w.allowed, h)
+			}
+		}
+	}
+}
+
+// WithRegistryAllowed decides which registry hosts the worker may reach,
+// instead of WithAllowedRegistries.
+func WithRegistryAllowed(allow func(host string) bool) WorkerOption {
+	return func(w *Worker) { w.allow = allow }
+}
+
+func (w *Worker) registryAllowed(host string) bool {
+	if w.allow != nil {
+		return w.allow(host)
+	}
+	return len(w.allowed) == 0 || slices.Contains(w.allowed, strings.ToLower(host))
 }
 
 // WithMetrics records the worker's metrics in m.
@@ -210,15 +240,26 @@ func (w *Worker) waitForStore(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// processPush indexes the image a push event names.
+// processPush indexes the image a push event names, under the event's tag.
+//
+// A job is (image digest, tag). Under the image's lock (one worker per
+// digest at a time, whatever the tag), the job is done when this tag was
+// indexed with the same options; when another tag of the image was, the
+// new tag's v2 index is a tag operation on the SOCI-enabled image index
+// that exists (no layer read, no zTOC built); otherwise the image is built.
 func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Job, final bool) (Outcome, error) {
-	if IsReferrersTag(job.Tag) {
-		log.Debug("skipped: referrers tag")
+	if index.IsReferrersTag(job.Tag) {
+		log.Info("job skipped: our own artifact", "reason", "referrers tag")
 		return OutcomeSkipped, nil
+	}
+	key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest, Tag: job.Tag}
+	rec := jobRecorder{store: w.store, key: key, log: log, worker: w.name}
+	if !w.registryAllowed(job.Registry) {
+		return rec.refuse(ctx, fmt.Errorf("%w: %s", ErrRegistryNotAllowed, job.Registry), final)
 	}
 	repo, err := w.repos(ctx, job.Registry, job.Repository)
 	if err != nil {
-		return OutcomeFailed, err
+		return rec.refuse(ctx, err, final)
 	}
 	// Distribution cannot delete, by default: never let a stale referrers
 	// index fail a push.
@@ -228,25 +269,36 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 	// arrives.
 	desc, body, err := fetchManifest(ctx, repo, job.Digest)
 	if err != nil {
-		// Nothing is recorded before Start: a transient failure here has no
-		// job record to update yet.
+		// Nothing is recorded for a transient failure before Start; a
+		// permanent one (manifest gone) leaves its record.
 		if isTransient(err) && !final {
 			return OutcomeRetried, err
 		}
-		return OutcomeFailed, err
+		return rec.refuse(ctx, err, true)
 	}
-	kind := classifyManifest(desc.MediaType, body)
-	if kind.own {
-		log.Debug("skipped: our own artifact", "reason", kind.skip)
+	kind, err := classify(ctx, repo, desc.MediaType, body, job.Tag)
+	if err != nil {
+		if isTransient(err) && !final {
+			return OutcomeRetried, err
+		}
+		return rec.refuse(ctx, err, true)
+	}
+	if kind.Ours() {
+		log.Info("job skipped: our own artifact", "reason", kind.Reason)
 		return OutcomeSkipped, nil
 	}
 
-	key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest}
-	rec := jobRecorder{store: w.store, key: key, log: log}
-	// One worker per image at a time: a duplicate delivery waits, then finds
-	// the image indexed. The referrers lock the builder takes is another key.
+	// One worker per image at a time, on one lock session: the referrers
+	// locks the build takes go on the same connection, so the job lock can
+	// never keep a job from its next lock (db.LockSession).
 	lockCtx, cancelLock := context.WithTimeout(ctx, w.lockWait)
-	unlock, err := w.store.Lock(lockCtx, "job/"+key.String())
+	defer cancelLock()
+	locks, err := w.store.LockSession(lockCtx)
+	if err != nil {
+		return w.transientOrFailed(fmt.Errorf("wait for a lock session: %w", err), final)
+	}
+	defer locks.Close()
+	unlock, err := locks.Lock(lockCtx, index.ImageLockKey(job.Repository, desc.Digest))
 	cancelLock()
 	if err != nil {
 		// A worker that hangs holding the image (not one that died: its
@@ -256,8 +308,7 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 	defer unlock()
 	// Before Start, which marks the job running: a job already indexed
 	// keeps its record as it is.
-	hash := w.optionsHashFor(job.Tag)
-	indexed, err := w.store.IsIndexed(ctx, key, hash)
+	indexed, err := w.store.IsIndexed(ctx, key, w.optionsHash)
 	if err != nil {
 		return w.transientOrFailed(fmt.Errorf("check index state: %w", err), final)
 	}
@@ -265,26 +316,25 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 		log.Info("job skipped: already indexed with the same options")
 		return OutcomeSkipped, nil
 	}
-	if job.Tag != "" {
-		// The tag is how the delete of a multi-platform image finds its v2
-		// index (gc.go): the job keeps the last one it was indexed under.
-		if _, err := w.store.UpsertQueued(ctx, key, job.Source, job.Tag); err != nil {
-			return w.transientOrFailed(fmt.Errorf("record job tag: %w", err), final)
-		}
+	if _, err := w.store.UpsertQueued(ctx, key, job.Source); err != nil {
+		return w.transientOrFailed(fmt.Errorf("record job: %w", err), final)
 	}
 	if _, err := w.store.Start(ctx, key, w.name); err != nil {
 		return w.transientOrFailed(fmt.Errorf("record job start: %w", err), final)
 	}
-	if kind.skip != "" {
-		return rec.skip(ctx, kind.skip)
+	if !kind.Indexable() {
+		return rec.skip(ctx, kind.Reason)
 	}
-	if !kind.isIndex && job.Tag == "" && w.versions == index.V2 {
+	if kind.Class == index.ClassImage && job.Tag == "" && w.versions == index.V2 {
 		// A v2 index needs a tag. Untagged manifests are the platform
 		// children of an image index, which is indexed through its own event.
 		return rec.skip(ctx, "untagged manifest: a v2 index needs a tag (multi-platform images are indexed through their image index)")
 	}
+	if outcome, err, done := w.addTag(ctx, log, rec, repo, job, desc, final); done {
+		return outcome, err
+	}
 
-	results, stats, err := w.build(ctx, log, repo, index.Image{Descriptor: desc, Tag: job.Tag})
+	results, stats, err := w.build(ctx, log, repo, locks, index.Image{Descriptor: desc, Tag: job.Tag})
 	w.metrics.addBytes(stats.bytesRead)
 	if errors.Is(err, index.ErrEmptyIndex) {
 		return rec.skip(ctx, "no layer gets a zTOC (all smaller than the minimum layer size, or zstd)")
@@ -300,7 +350,13 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 	if err := w.store.RecordLayerUses(ctx, key, uses); err != nil {
 		return rec.fail(ctx, fmt.Errorf("record layers: %w", err), final)
 	}
-	if err := w.store.Succeed(ctx, key, db.JobResult{BytesRead: stats.bytesRead, OptionsHash: hash}); err != nil {
+	result := db.JobResult{BytesRead: stats.bytesRead, OptionsHash: w.optionsHash}
+	for _, r := range results {
+		if r.Version == index.V2 {
+			result.IndexDigest = r.ImageDesc.Digest.String()
+		}
+	}
+	if err := w.store.Succeed(ctx, key, result); err != nil {
 		return w.transientOrFailed(fmt.Errorf("record job success: %w", err), final)
 	}
 	for _, r := range results {
@@ -310,6 +366,57 @@ func (w *Worker) processPush(ctx context.Context, log *slog.Logger, job queue.Jo
 	log.Info("job succeeded", "indexes", len(results), "ztocs_built", builtCount, "ztocs_reused", reused,
 		"bytes_read", stats.bytesRead, "seconds", stats.end.Sub(stats.start).Seconds())
 	return OutcomeSucceeded, nil
+}
+
+// addTag finishes the job of a new tag of an image another tag of which
+// was indexed with the same options: the v1 indexes belong to the image
+// whatever its tag, and the v2 SOCI-enabled image index is tagged under the
+// new tag's v2 tag. done is false when there is no such sibling, or its v2
+// index is gone from the registry: then the image is built.
+func (w *Worker) addTag(ctx context.Context, log *slog.Logger, rec jobRecorder, repo *remote.Repository, job queue.Job, desc ocispec.Descriptor, final bool) (Outcome, error, bool) {
+	sibling, err := w.store.FindIndexed(ctx, rec.key, w.optionsHash)
+	if errors.Is(err, db.ErrJobNotFound) {
+		return "", nil, false
+	}
+	if err != nil {
+		outcome, err := rec.fail(ctx, fmt.Errorf("find another tag's index: %w", err), final)
+		return outcome, err, true
+	}
+	wantV2 := w.versions&index.V2 != 0 && job.Tag != ""
+	result := db.JobResult{OptionsHash: w.optionsHash}
+	if wantV2 {
+		if sibling.IndexDigest == "" {
+			return "", nil, false
+		}
+		builder, err := index.NewIndexBuilder(repo, w.buildOpts...)
+		if err != nil {
+			outcome, err := rec.fail(ctx, fmt.Errorf("index builder: %w", err), final)
+			return outcome, err, true
+		}
+		v2Tag := builder.V2Tag(job.Tag)
+		sociImage, err := repo.Manifests().Resolve(ctx, sibling.IndexDigest)
+		if errors.Is(err, errdef.ErrNotFound) {
+			log.Info("the v2 index of another tag is gone: building", "other_tag", sibling.Tag, "index", sibling.IndexDigest)
+			return "", nil, false
+		}
+		if err == nil {
+			err = repo.Tag(ctx, sociImage, v2Tag)
+		}
+		if err != nil {
+			outcome, err := rec.fail(ctx, fmt.Errorf("tag the v2 index %s as %s: %w", sibling.IndexDigest, v2Tag, err), final)
+			return outcome, err, true
+		}
+		result.IndexDigest = sibling.IndexDigest
+		log.Info("soci index tagged", "v2_tag", v2Tag, "image_index", sibling.IndexDigest, "from_tag", sibling.Tag)
+	}
+	if err := w.store.Succeed(ctx, rec.key, result); err != nil {
+		outcome, err := w.transientOrFailed(fmt.Errorf("record job success: %w", err), final)
+		return outcome, err, true
+	}
+	log.Info("job succeeded: the image was indexed under another tag", "other_tag", sibling.Tag,
+		"ztocs_built", 0, "bytes_read", 0)
+	w.metrics.countZtocs(0, 0)
+	return OutcomeSucceeded, nil, true
 }
 
 // buildStats times a build: layersDone is when the last layer's zTOC was
@@ -322,7 +429,7 @@ type buildStats struct {
 
 // build builds and pushes img's SOCI indexes with the worker's options,
 // its artifacts database and its locks.
-func (w *Worker) build(ctx context.Context, log *slog.Logger, repo index.Repository, img index.Image) ([]index.IndexWithMetadata, buildStats, error) {
+func (w *Worker) build(ctx context.Context, log *slog.Logger, repo index.Repository, locks index.Locker, img index.Image) ([]index.IndexWithMetadata, buildStats, error) {
 	var (
 		bytesRead  atomic.Int64
 		mu         sync.Mutex
@@ -342,7 +449,7 @@ func (w *Worker) build(ctx context.Context, log *slog.Logger, repo index.Reposit
 	opts := append(append([]index.BuildOption(nil), w.buildOpts...),
 		index.WithIndexVersion(w.versions),
 		index.WithArtifactsDb(w.store),
-		index.WithLocker(w.store),
+		index.WithLocker(locks),
 		index.WithLogger(log),
 		index.WithProgress(progress),
 	)
@@ -361,16 +468,6 @@ func (w *Worker) build(ctx context.Context, log *slog.Logger, repo index.Reposit
 		stats.layersDone = stats.end
 	}
 	return results, stats, err
-}
-
-// optionsHashFor is the options hash of one build. With v2 the tag is part
-// of it: the same image pushed under another tag needs another v2 index.
-func (w *Worker) optionsHashFor(tag string) string {
-	if w.versions&index.V2 == 0 {
-		return w.optionsHash
-	}
-	sum := sha256.Sum256([]byte(w.optionsHash + "|tag=" + tag))
-	return hex.EncodeToString(sum[:12])
 }
 
 func (w *Worker) transientOrFailed(err error, final bool) (Outcome, error) {
@@ -430,9 +527,26 @@ func fetchManifest(ctx context.Context, repo interface {
 // jobRecorder writes a job's outcome to the database and turns it into the
 // worker's result.
 type jobRecorder struct {
-	store Store
-	key   db.JobKey
-	log   *slog.Logger
+	store  Store
+	key    db.JobKey
+	log    *slog.Logger
+	worker string
+}
+
+// refuse records a job that fails before it is started (a registry not
+// allowed, a manifest gone): the job gets its record and reason all the
+// same. A transient cause before the final delivery records nothing.
+func (r jobRecorder) refuse(ctx context.Context, cause error, final bool) (Outcome, error) {
+	if isTransient(cause) && !final {
+		return OutcomeRetried, cause
+	}
+	recCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := r.store.Start(recCtx, r.key, r.worker); err != nil {
+		r.log.Warn("could not record the job's failure", "error", err, "cause", cause)
+		return OutcomeFailed, cause
+	}
+	return r.fail(ctx, cause, true)
 }
 
 func (r jobRecorder) skip(ctx context.Context, reason string) (Outcome, error) {

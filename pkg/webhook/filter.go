@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
@@ -12,8 +13,9 @@ import (
 const (
 	DropAction      = "action"       // neither a push nor a delete (pull, mount, scan, …)
 	DropBlob        = "blob"         // about a blob, not a manifest
-	DropNoDigest    = "no_digest"    // no manifest digest (tag or repository delete)
+	DropNoDigest    = "no_digest"    // no manifest digest (a push by tag alone, a repository delete)
 	DropNoRegistry  = "no_registry"  // registry host unknown and not configured
+	DropRegistry    = "registry"     // registry host not in the allow-list
 	DropOwnArtifact = "own_artifact" // a SOCI index manifest
 	DropReferrers   = "referrers_tag"
 	DropOwnTag      = "own_tag" // tag of an index we push (v2 tag template)
@@ -37,6 +39,13 @@ type FilterConfig struct {
 	// OwnTags match the tags the indexer itself pushes (SOCI index
 	// manifest v2 images); default ["*-soci"].
 	OwnTags []string `yaml:"own_tags"`
+	// AllowedRegistries names the registry hosts (host[:port]) jobs may
+	// name, as the workers' allow-list does; events for any other host are
+	// refused. Empty: every host.
+	AllowedRegistries []string `yaml:"allowed_registries"`
+	// AllowRegistry, when set, decides instead of AllowedRegistries (an
+	// all-in-one server knows its registry's address only once it runs).
+	AllowRegistry func(host string) bool `yaml:"-"`
 }
 
 // DefaultOwnTags returns the default for FilterConfig.OwnTags: the suffix
@@ -48,6 +57,8 @@ type Filter struct {
 	includeRepos, excludeRepos []*regexp.Regexp
 	includeTags, excludeTags   []*regexp.Regexp
 	ownTags                    []*regexp.Regexp
+	allowed                    map[string]bool // lowercased; nil: all
+	allow                      func(string) bool
 }
 
 // NewFilter compiles a FilterConfig.
@@ -56,7 +67,15 @@ func NewFilter(cfg FilterConfig) (*Filter, error) {
 	if own == nil {
 		own = DefaultOwnTags()
 	}
-	f := &Filter{}
+	f := &Filter{allow: cfg.AllowRegistry}
+	for _, h := range cfg.AllowedRegistries {
+		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+			if f.allowed == nil {
+				f.allowed = map[string]bool{}
+			}
+			f.allowed[h] = true
+		}
+	}
 	for _, set := range []struct {
 		dst  *[]*regexp.Regexp
 		pats []string
@@ -113,21 +132,6 @@ func matchAny(res []*regexp.Regexp, s string) bool {
 	return false
 }
 
-// isReferrersTag reports whether tag follows the OCI referrers tag schema,
-// <alg>-<hex>, which oras uses for the fallback referrers index.
-func isReferrersTag(tag string) bool {
-	alg, hex, ok := strings.Cut(tag, "-")
-	if !ok || (alg != "sha256" || len(hex) != 64) && (alg != "sha512" || len(hex) != 128) {
-		return false
-	}
-	for _, c := range []byte(hex) {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // Drop returns why the event should not become a job, or "" to keep it.
 func (f *Filter) Drop(e Event) string {
 	j := e.Job
@@ -136,12 +140,16 @@ func (f *Filter) Drop(e Event) string {
 		return DropAction
 	case e.Blob:
 		return DropBlob
-	case j.Digest == "":
+	case j.Digest == "" && (j.Action != queue.ActionDelete || j.Tag == ""):
+		// A tag delete names no digest; the worker finds the tag's jobs.
 		return DropNoDigest
+	case f.allow != nil && j.Registry != "" && !f.allow(j.Registry),
+		f.allow == nil && f.allowed != nil && j.Registry != "" && !f.allowed[strings.ToLower(j.Registry)]:
+		return DropRegistry
+	case index.IsReferrersTag(j.Tag):
+		return DropReferrers
 	case isOwnArtifact(e):
 		return DropOwnArtifact
-	case isReferrersTag(j.Tag):
-		return DropReferrers
 	case j.Tag != "" && matchAny(f.ownTags, j.Tag):
 		return DropOwnTag
 	case len(f.includeRepos) > 0 && !matchAny(f.includeRepos, j.Repository),
@@ -154,33 +162,17 @@ func (f *Filter) Drop(e Event) string {
 	return ""
 }
 
-// SOCI markers: artifact types of SOCI index manifests, and the prefix of
-// the annotations on their zTOC descriptors.
-const (
-	sociArtifactTypePrefix = "application/vnd.amazon.soci.index."
-	sociAnnotationPrefix   = "com.amazon.soci."
-	mediaTypeEmptyJSON     = "application/vnd.oci.empty.v1+json"
-)
-
-// isOwnArtifact reports whether the event is about a SOCI index manifest:
-// its config or artifact type is a SOCI index type, or it refers to zTOC
-// blobs (octet-stream descriptors with com.amazon.soci.* annotations).
+// isOwnArtifact reports whether the event is about one of the indexer's
+// own artifacts, by pkg/index's rule on what the event tells of the
+// manifest (no registry is read here: an index the event cannot place is
+// left to the worker).
 func isOwnArtifact(e Event) bool {
-	if strings.HasPrefix(e.ConfigMediaType, sociArtifactTypePrefix) || strings.HasPrefix(e.ArtifactType, sociArtifactTypePrefix) {
-		return true
-	}
-	for _, d := range e.References {
-		if strings.HasPrefix(d.MediaType, sociArtifactTypePrefix) || strings.HasPrefix(d.ArtifactType, sociArtifactTypePrefix) {
-			return true
-		}
-		if d.MediaType != mediaTypeOctetStream && d.MediaType != mediaTypeEmptyJSON {
-			continue
-		}
-		for k := range d.Annotations {
-			if strings.HasPrefix(k, sociAnnotationPrefix) {
-				return true
-			}
-		}
-	}
-	return false
+	c, err := index.Classify(index.ManifestInfo{
+		MediaType:       e.Job.MediaType,
+		ArtifactType:    e.ArtifactType,
+		ConfigMediaType: e.ConfigMediaType,
+		Descriptors:     e.References,
+		Tag:             e.Job.Tag,
+	}, nil)
+	return err == nil && c.Ours()
 }

@@ -51,7 +51,7 @@ func TestFilterDrop(t *testing.T) {
 		{"push by digest", push("solo", ""), ""},
 		{"pull", pull, DropAction},
 		{"blob", blob, DropBlob},
-		{"tag delete", tagDelete, DropNoDigest},
+		{"tag delete (no digest): a job", tagDelete, ""},
 		{"soci v1 index", sociV1, DropOwnArtifact},
 		{"soci index with empty config", sociEmpty, DropOwnArtifact},
 		{"soci v2 index (zot manifest)", sociZot, DropOwnArtifact},
@@ -85,7 +85,13 @@ func TestFilterIncludeTags(t *testing.T) {
 	}
 }
 
-func TestIsReferrersTag(t *testing.T) {
+// TestReferrersTagsAreDropped: the referrers tag schema, as pkg/index
+// defines it, decides the drop.
+func TestReferrersTagsAreDropped(t *testing.T) {
+	f, err := NewFilter(FilterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	hex := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	for tag, want := range map[string]bool{
 		"sha256-" + hex:                true,
@@ -95,8 +101,57 @@ func TestIsReferrersTag(t *testing.T) {
 		"sha512-" + hex + hex:          true,
 		"latest":                       false,
 	} {
-		if got := isReferrersTag(tag); got != want {
-			t.Errorf("isReferrersTag(%q) = %v, want %v", tag, got, want)
+		e := Event{Job: queue.Job{Registry: "r", Repository: "a", Digest: "sha256:1", Tag: tag, Action: queue.ActionPush}}
+		if got := f.Drop(e) == DropReferrers; got != want {
+			t.Errorf("Drop(tag %q) = %q, want referrers drop %v", tag, f.Drop(e), want)
 		}
+	}
+}
+
+// TestAllowedRegistries: with an allow-list, events for other hosts are
+// refused (case-insensitively matched); without one every host passes.
+func TestAllowedRegistries(t *testing.T) {
+	f, err := NewFilter(FilterConfig{AllowedRegistries: []string{"Registry.Example:5000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func(host string) Event {
+		return Event{Job: queue.Job{Registry: host, Repository: "a", Digest: "sha256:1", Tag: "v1", Action: queue.ActionPush}}
+	}
+	if got := f.Drop(ev("registry.example:5000")); got != "" {
+		t.Errorf("allowed host: %q", got)
+	}
+	for _, host := range []string{"evil.example:5000", "registry.example", "127.0.0.1:5000"} {
+		if got := f.Drop(ev(host)); got != DropRegistry {
+			t.Errorf("host %s: %q, want %q", host, got, DropRegistry)
+		}
+	}
+	open, err := NewFilter(FilterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := open.Drop(ev("evil.example:5000")); got != "" {
+		t.Errorf("no allow-list: %q", got)
+	}
+}
+
+// TestTagDeleteIsAJob: a tag delete without a digest becomes a job; a push
+// without a digest does not.
+func TestTagDeleteIsAJob(t *testing.T) {
+	f, err := NewFilter(FilterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := Event{Job: queue.Job{Registry: "r", Repository: "a", Tag: "v1", Action: queue.ActionDelete}}
+	if got := f.Drop(del); got != "" {
+		t.Errorf("tag delete: %q, want kept", got)
+	}
+	del.Job.Tag = "v1-soci"
+	if got := f.Drop(del); got != DropOwnTag {
+		t.Errorf("delete of our v2 tag: %q, want %q", got, DropOwnTag)
+	}
+	push := Event{Job: queue.Job{Registry: "r", Repository: "a", Tag: "v1", Action: queue.ActionPush}}
+	if got := f.Drop(push); got != DropNoDigest {
+		t.Errorf("push without digest: %q", got)
 	}
 }

@@ -115,6 +115,7 @@ func (s *Settings) table() []setting {
 		{"include-tags", "INCLUDE_TAGS", "tag globs to index (events by digest alone always pass)", (*listValue)(&s.Webhook.Filter.IncludeTags)},
 		{"exclude-tags", "EXCLUDE_TAGS", "tag globs to skip", (*listValue)(&s.Webhook.Filter.ExcludeTags)},
 		{"own-tags", "OWN_TAGS", "tag globs of the indexer's own pushes, always skipped", (*listValue)(&s.Webhook.Filter.OwnTags)},
+		{"allowed-registries", "ALLOWED_REGISTRIES", "registry hosts (host[:port]) jobs may name; events for others are refused (empty: all)", (*listValue)(&s.Webhook.Filter.AllowedRegistries)},
 	}
 	for _, src := range []struct {
 		name string
