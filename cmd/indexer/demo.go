@@ -40,6 +40,9 @@ over plain HTTP.`,
   indexer demo push 127.0.0.1:5000/demo/docs:v1 --from /usr/share/doc --from /usr/share/locale`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validateDemoSizes(cmd, len(from) > 0, layers, layerSize, maxBytes); err != nil {
+				return err
+			}
 			ref, err := registry.ParseReference(args[0])
 			if err != nil {
 				return err
@@ -98,6 +101,29 @@ over plain HTTP.`,
 	cmd.Flags().Int64Var(&maxBytes, "max-layer-bytes", 64<<20, "file bytes per --from layer, at most")
 	cmd.Flags().BoolVar(&plainHTTP, "plain-http", false, "use plain HTTP (automatic for loopback registries)")
 	return cmd
+}
+
+// Bounds of a generated demo image: at least one layer of at least one
+// byte, and no more than a demo needs.
+const (
+	maxDemoLayers    = 128
+	maxDemoLayerSize = 16 << 30
+)
+
+// validateDemoSizes refuses sizes that make no image, or no sense: a zero
+// or negative count or size, or generator sizes given with --from.
+func validateDemoSizes(cmd *cobra.Command, fromDirs bool, layers int, layerSize, maxBytes int64) error {
+	switch {
+	case fromDirs && (cmd.Flags().Changed("layers") || cmd.Flags().Changed("layer-size")):
+		return fmt.Errorf("--layers and --layer-size size generated layers; with --from each directory is one layer (bound it with --max-layer-bytes)")
+	case fromDirs && maxBytes < 1:
+		return fmt.Errorf("--max-layer-bytes %d: want at least 1 byte", maxBytes)
+	case !fromDirs && (layers < 1 || layers > maxDemoLayers):
+		return fmt.Errorf("--layers %d: want 1 to %d layers", layers, maxDemoLayers)
+	case !fromDirs && (layerSize < 1 || layerSize > maxDemoLayerSize):
+		return fmt.Errorf("--layer-size %d: want 1 byte to %d bytes (16 GiB)", layerSize, int64(maxDemoLayerSize))
+	}
+	return nil
 }
 
 // isLoopbackHost reports whether host[:port] names this machine.

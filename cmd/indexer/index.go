@@ -19,6 +19,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
+	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
 )
 
 // registryFlags are the flags that say how to reach a registry.
@@ -69,6 +70,9 @@ digest gets v1 indexes instead.`,
 			if err != nil {
 				return err
 			}
+			if err := ztoc.CheckSpanSize(spanSize); err != nil {
+				return fmt.Errorf("--span-size: %w", err)
+			}
 			opts := []index.BuildOption{
 				index.WithIndexVersion(v),
 				index.WithSpanSize(spanSize),
@@ -118,7 +122,7 @@ digest gets v1 indexes instead.`,
 	fl.StringVar(&version, "soci-version", "v2", "SOCI index version: v1, v2 or both")
 	fl.StringArrayVar(&platforms, "platform", nil, "platform to index, os/arch[/variant] (repeatable; default: all)")
 	fl.BoolVar(&allPlatforms, "all-platforms", false, "index every platform (the default)")
-	fl.Int64Var(&spanSize, "span-size", index.DefaultSpanSize, "span size of the zTOCs, in uncompressed bytes")
+	fl.Int64Var(&spanSize, "span-size", index.DefaultSpanSize, "span size of the zTOCs, in uncompressed bytes, at least 1 MiB")
 	fl.Int64Var(&minLayerSize, "min-layer-size", index.DefaultMinLayerSize, "compressed size under which a layer is not indexed")
 	fl.StringSliceVar(&optimizations, "optimizations", nil, "optimizations to enable: xattr")
 	fl.StringVar(&tagTemplate, "v2-tag", index.DefaultV2TagTemplate, "tag of the v2 OCI index; {tag} is the image's tag")

@@ -58,6 +58,9 @@ func newZtocCreateCmd() *cobra.Command {
 				}
 				output = layerPath + ".ztoc"
 			}
+			if err := ztoc.CheckSpanSize(spanSize); err != nil {
+				return fmt.Errorf("--span-size: %w", err)
+			}
 			in, size, err := openZtocLayer(layerPath)
 			if err != nil {
 				return err
@@ -109,7 +112,7 @@ func newZtocCreateCmd() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.Int64Var(&spanSize, "span-size", ztoc.DefaultSpanSize, "minimum span size in uncompressed bytes (soci's default)")
+	fl.Int64Var(&spanSize, "span-size", ztoc.DefaultSpanSize, "minimum span size in uncompressed bytes, at least 1 MiB (soci's default)")
 	fl.BoolVar(&uncompressed, "uncompressed", false, "the layer is an uncompressed tar")
 	fl.BoolVar(&gzipLayer, "gzip", false, "the layer is gzip-compressed")
 	fl.StringVarP(&output, "output", "o", "", "file to write the zTOC to (default LAYER.ztoc)")

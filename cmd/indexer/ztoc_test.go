@@ -19,6 +19,7 @@ import (
 func runZtoc(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := newZtocCmd()
+	cmd.SilenceUsage = true // as under the root command
 	var stdout, stderr bytes.Buffer
 	cmd.SetOut(&stdout)
 	cmd.SetErr(&stderr)
@@ -60,7 +61,7 @@ func TestZtocCommands(t *testing.T) {
 	} {
 		t.Run(tc.compression, func(t *testing.T) {
 			layer := filepath.Join(dir, tc.layer)
-			out, err := runZtoc(t, "create", layer, "--span-size", "65536")
+			out, err := runZtoc(t, "create", layer, "--span-size", "1048576")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,11 +122,44 @@ func TestZtocCommandErrors(t *testing.T) {
 		{"create", filepath.Join(dir, "missing")},
 		{"create", filepath.Join(dir, "layer.tar"), "--gzip", "-o", filepath.Join(dir, "x")},
 		{"create", filepath.Join(dir, "layer.tar"), "--uncompressed", "--span-size", "0", "-o", filepath.Join(dir, "x")},
+		{"create", filepath.Join(dir, "layer.tar.gz"), "--span-size", "100", "-o", filepath.Join(dir, "x")},
+		{"create", filepath.Join(dir, "layer.tar.gz"), "--span-size", "1", "-o", filepath.Join(dir, "x")},
 		{"info", filepath.Join(dir, "layer.tar")},
 		{"extract", filepath.Join(dir, "layer.tar"), "etc/hostname"},
 	} {
 		if _, err := runZtoc(t, args...); err == nil {
 			t.Errorf("ztoc %v: no error", args)
+		}
+	}
+}
+
+// Extracting a directory or a symbolic link says what the entry is and
+// writes nothing, instead of an empty file and exit 0.
+func TestZtocExtractNonRegularFile(t *testing.T) {
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "etc/", Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "etc/localtime", Linkname: "/usr/share/zoneinfo/UTC"})
+	tw.Close()
+	dir := t.TempDir()
+	layer := filepath.Join(dir, "layer.tar")
+	if err := os.WriteFile(layer, raw.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runZtoc(t, "create", layer, "--span-size", "1048576"); err != nil {
+		t.Fatal(err)
+	}
+	for name, what := range map[string]string{"etc/": "is a directory", "etc/localtime": "symbolic link to /usr/share/zoneinfo/UTC"} {
+		target := filepath.Join(dir, "out")
+		out, err := runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, name, "-o", target)
+		if err == nil || !strings.Contains(err.Error(), what) {
+			t.Errorf("extract %s: err = %v, want one saying %q", name, err, what)
+		}
+		if _, statErr := os.Lstat(target); !os.IsNotExist(statErr) {
+			t.Errorf("extract %s wrote %s", name, target)
+		}
+		if out, err = runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, name); err == nil || out != "" {
+			t.Errorf("extract %s to stdout: %q, %v", name, out, err)
 		}
 	}
 }

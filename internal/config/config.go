@@ -18,6 +18,14 @@ import (
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
+)
+
+// Default HTTP listen addresses, by mode.
+const (
+	DefaultListen         = ":8080"
+	DefaultAllInOneListen = "127.0.0.1:8080"
 )
 
 // Index versions accepted by Config.IndexVersion.
@@ -136,8 +144,8 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 			"NATS server with JetStream, e.g. nats://nats:4222", str(&c.NATSURL, "")),
 		b("database_url", "database-url", "INDEXER_DATABASE_URL", "",
 			"postgres://user:pass@host/db or sqlite://PATH", str(&c.DatabaseURL, "")),
-		b("listen", "listen", "INDEXER_LISTEN", ":8080",
-			"HTTP address for /metrics, /healthz, /readyz (and the webhook in all-in-one mode)", str(&c.Listen, ":8080")),
+		b("listen", "listen", "INDEXER_LISTEN", "127.0.0.1:8080 all-in-one, :8080 otherwise",
+			"HTTP address for /metrics, /healthz, /readyz (and the webhook in all-in-one mode)", str(&c.Listen, "")),
 		b("registry_listen", "registry-listen", "INDEXER_REGISTRY_LISTEN", "",
 			"all-in-one: also run a registry on this address whose notifications feed the workers", str(&c.RegistryListen, "")),
 		b("webhook", "webhook", "INDEXER_WEBHOOK", "false",
@@ -174,7 +182,7 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		b("v2_tag_template", "v2-tag-template", "INDEXER_V2_TAG_TEMPLATE", "{tag}-soci",
 			"tag of the v2 SOCI-enabled image index; {tag} is the image's tag", str(&c.V2TagTemplate, "")),
 		b("span_size", "span-size", "INDEXER_SPAN_SIZE", "4194304",
-			"zTOC span size in uncompressed bytes", size(&c.SpanSize, 1<<22)),
+			"zTOC span size in uncompressed bytes (at least 1 MiB: each span adds a 32 KiB window to the zTOC)", size(&c.SpanSize, 1<<22)),
 		b("min_layer_size", "min-layer-size", "INDEXER_MIN_LAYER_SIZE", "10485760",
 			"layers smaller than this (compressed) get no zTOC", size(&c.MinLayerSize, 10<<20)),
 		b("platforms", "platform", "INDEXER_PLATFORMS", "",
@@ -280,6 +288,15 @@ func (l *Loader) Load() error {
 			return fmt.Errorf("config: %s: unknown key %q", l.cfg.File, k)
 		}
 	}
+	if l.cfg.Listen == "" {
+		// All-in-one is a single machine's tool: it listens on loopback
+		// unless told otherwise; a deployed service listens on every
+		// interface of its container.
+		l.cfg.Listen = DefaultListen
+		if l.cfg.UseEmbedded() {
+			l.cfg.Listen = DefaultAllInOneListen
+		}
+	}
 	return l.cfg.Validate()
 }
 
@@ -330,8 +347,11 @@ func (c *Config) Validate() error {
 	if c.LayerConcurrency < 1 {
 		return fmt.Errorf("%w: layer concurrency must be at least 1, got %d", ErrInvalid, c.LayerConcurrency)
 	}
-	if c.SpanSize <= 0 || c.MinLayerSize < 0 {
-		return fmt.Errorf("%w: span size must be > 0 and min layer size >= 0", ErrInvalid)
+	if err := ztoc.CheckSpanSize(c.SpanSize); err != nil {
+		return fmt.Errorf("%w: span size: %w", ErrInvalid, err)
+	}
+	if c.MinLayerSize < 0 {
+		return fmt.Errorf("%w: min layer size must be >= 0, got %d", ErrInvalid, c.MinLayerSize)
 	}
 	if c.AckWait < time.Second {
 		return fmt.Errorf("%w: ack wait must be at least 1s, got %s", ErrInvalid, c.AckWait)

@@ -30,7 +30,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.IndexVersion != IndexVersionV2 || cfg.Workers != 2 || cfg.SpanSize != 4<<20 || cfg.MinLayerSize != 10<<20 ||
-		!cfg.AllPlatforms || cfg.Listen != ":8080" || cfg.DataDir != ".data" {
+		!cfg.AllPlatforms || cfg.Listen != DefaultAllInOneListen || cfg.DataDir != ".data" {
 		t.Errorf("unexpected defaults: %+v", cfg)
 	}
 	if !cfg.UseEmbedded() {
@@ -93,6 +93,9 @@ func TestInvalid(t *testing.T) {
 		"unknown key":   {env: map[string]string{"INDEXER_CONFIG": writeFile(t, "wrokers: 2\n")}},
 		"missing file":  {args: []string{"--config", "/nonexistent/indexer.yaml"}},
 		"nested values": {env: map[string]string{"INDEXER_CONFIG": writeFile(t, "workers: {a: 1}\n")}},
+		"span 0":        {args: []string{"--span-size", "0"}},
+		"span 100":      {env: map[string]string{"INDEXER_SPAN_SIZE": "100"}},
+		"span 64 KiB":   {args: []string{"--span-size", "65536"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := load(t, tc.args, tc.env); err == nil {
@@ -208,6 +211,29 @@ func TestDocsListEverySetting(t *testing.T) {
 		}
 		if !strings.Contains(row, "`"+s.Env+"`") || !strings.HasSuffix(strings.TrimSpace(row), "| "+def+" |") {
 			t.Errorf("docs/service.md row of --%s does not say env %s and default %s:\n%s", s.Flag, s.Env, def, row)
+		}
+	}
+}
+
+// All-in-one listens on loopback by default; a deployed service on every
+// interface; an explicit address wins in both.
+func TestListenDefaultsByMode(t *testing.T) {
+	env := map[string]string{"DOCKER_CONFIG": t.TempDir()}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "127.0.0.1:8080"},
+		{[]string{"--nats-url", "nats://nats:4222", "--database-url", "postgres://db/indexer"}, ":8080"},
+		{[]string{"--listen", "0.0.0.0:9000"}, "0.0.0.0:9000"},
+		{[]string{"--nats-url", "nats://nats:4222", "--database-url", "postgres://db/indexer", "--listen", "127.0.0.1:9"}, "127.0.0.1:9"},
+	} {
+		cfg, err := load(t, tc.args, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Listen != tc.want {
+			t.Errorf("%v: listen %q, want %q", tc.args, cfg.Listen, tc.want)
 		}
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
@@ -129,17 +132,75 @@ func (c *Client) Repository(reference string) (*remote.Repository, error) {
 	return repo, nil
 }
 
+// RefusedError is a registry's final 401 Unauthorized, after the client
+// answered its challenge: it says which registry refused which user, which
+// the registry's own error ("response status code 401: unauthorized")
+// does not. It unwraps to the *errcode.ErrorResponse.
+type RefusedError struct {
+	Registry string
+	// User is the username sent; empty for anonymous access, "(token)" for
+	// a bearer token given as such.
+	User string
+	Err  error
+}
+
+func (e *RefusedError) Error() string {
+	who := "anonymous access (no credentials configured for it)"
+	if e.User != "" {
+		who = fmt.Sprintf("user %q", e.User)
+	}
+	return fmt.Sprintf("registry %s refused %s: %v", e.Registry, who, e.Err)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
 // explainedAuth is the auth client with a missing basic credential
-// reported as ErrNoCredentials. Wrong credentials need no help: the
-// registry's 401 comes back as an errcode.ErrorResponse.
+// reported as ErrNoCredentials and a refused one as a RefusedError.
 type explainedAuth struct{ *auth.Client }
 
 func (c explainedAuth) Do(req *http.Request) (*http.Response, error) {
 	resp, err := c.Client.Do(req)
-	if errors.Is(err, auth.ErrBasicCredentialNotFound) {
+	var errResp *errcode.ErrorResponse
+	switch {
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
 		return nil, fmt.Errorf("%w for %s: %w", ErrNoCredentials, req.URL.Host, err)
+	case err != nil && errors.As(err, &errResp) && errResp.StatusCode == http.StatusUnauthorized:
+		// The token service refused the credentials.
+		return nil, &RefusedError{Registry: req.URL.Host, User: c.user(req), Err: err}
+	case err == nil && resp.StatusCode == http.StatusUnauthorized:
+		defer resp.Body.Close()
+		return nil, &RefusedError{Registry: req.URL.Host, User: c.user(req), Err: errorResponse(resp)}
 	}
 	return resp, err
+}
+
+// user names the credential the client sent to the request's registry.
+func (c explainedAuth) user(req *http.Request) string {
+	if c.Credential == nil {
+		return ""
+	}
+	cred, err := c.Credential(req.Context(), req.URL.Host)
+	switch {
+	case err != nil:
+		return ""
+	case cred.Username != "":
+		return cred.Username
+	case cred.AccessToken != "" || cred.RefreshToken != "":
+		return "(token)"
+	}
+	return ""
+}
+
+// errorResponse reads a registry's error answer as oras-go reports it.
+func errorResponse(resp *http.Response) *errcode.ErrorResponse {
+	e := &errcode.ErrorResponse{Method: resp.Request.Method, URL: resp.Request.URL, StatusCode: resp.StatusCode}
+	var body struct {
+		Errors errcode.Errors `json:"errors"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body) == nil {
+		e.Errors = body.Errors
+	}
+	return e
 }
 
 // credentialFunc picks the credentials: a token, then a username and

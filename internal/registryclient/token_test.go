@@ -191,13 +191,13 @@ func TestBearerTokenRegistry(t *testing.T) {
 	// a token without access. Both end in the registry's 401.
 	wrong := newRepo(t, Options{Username: "alice", Password: "guess"}, "granted/app")
 	_, err = wrong.Resolve(ctx, "v1")
-	assertUnauthorized(t, "resolve with wrong credentials", err)
+	assertUnauthorized(t, "resolve with wrong credentials", err, reg.Addr(), "alice")
 	denied := newRepo(t, Options{Username: "alice", Password: "s3cret"}, "other/app")
 	_, err = demoimage.Push(ctx, denied, "v1", []demoimage.Layer{layer})
-	assertUnauthorized(t, "push outside the grant", err)
+	assertUnauthorized(t, "push outside the grant", err, reg.Addr(), "alice")
 
 	// A token given as is (Options.Token) is sent as the bearer token.
 	direct := newRepo(t, Options{Token: "not-a-jwt"}, "granted/app")
 	_, err = direct.Resolve(ctx, "v1")
-	assertUnauthorized(t, "resolve with a bad token", err)
+	assertUnauthorized(t, "resolve with a bad token", err, reg.Addr(), "(token)")
 }

@@ -2,23 +2,20 @@ package service
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
+	"github.com/soci-indexer/soci-indexer/internal/datadir"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
@@ -26,11 +23,6 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
-
-// NATSURLFile is the file in the data directory where the all-in-one mode
-// writes its embedded NATS server's URL, so that `indexer backfill` and
-// `indexer queue` on the same machine find it.
-const NATSURLFile = "nats.url"
 
 // Server is a running `indexer serve`: workers, HTTP endpoints and, as
 // configured, the webhook and the embedded NATS server, SQLite store and
@@ -53,6 +45,7 @@ type Server struct {
 	httpDone chan struct{}
 	registry *embeddedregistry.Registry
 	embedded bool
+	dataDir  *datadir.Lock
 	dsn      string
 	natsURL  string
 	secret   string
@@ -93,37 +86,42 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server,
 	if err := s.newWorker(); err != nil {
 		return nil, err
 	}
+	if s.dataDir != nil {
+		// Last: the record says a server is ready there.
+		if err := s.dataDir.Publish(datadir.Server{PID: os.Getpid(), NATSURL: s.natsURL, HTTP: "http://" + s.Addr(),
+			Registry: s.RegistryAddr(), DatabaseURL: s.dsn}); err != nil {
+			return nil, err
+		}
+	}
 	s.logStartup()
 	return s, nil
 }
 
-// startEmbedded starts NATS with JetStream under the data directory and
-// picks the SQLite store there, for whatever was not given.
+// startEmbedded takes the data directory (one server at a time), starts
+// NATS with JetStream under it and picks the SQLite store and the webhook
+// token kept there, for whatever was not given.
 func (s *Server) startEmbedded() error {
-	dir := s.cfg.DataDir
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	dir := datadir.Dir(s.cfg.DataDir)
+	lock, err := dir.Lock()
+	if err != nil {
+		return err
 	}
+	s.dataDir = lock
 	if s.natsURL == "" {
-		ns, err := embeddednats.Start(embeddednats.Options{StoreDir: filepath.Join(dir, "nats")})
+		ns, err := embeddednats.Start(embeddednats.Options{StoreDir: dir.NATSStore()})
 		if err != nil {
 			return err
 		}
 		s.nats = ns
 		s.natsURL = ns.ClientURL()
-		if err := os.WriteFile(filepath.Join(dir, NATSURLFile), []byte(s.natsURL+"\n"), 0o640); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
 	}
 	if s.dsn == "" {
-		s.dsn = "sqlite://" + filepath.Join(dir, "indexer.db")
+		s.dsn = dir.DatabaseURL()
 	}
 	if s.secret == "" {
-		b := make([]byte, 16)
-		if _, err := rand.Read(b); err != nil {
-			return fmt.Errorf("webhook secret: %w", err)
+		if s.secret, err = dir.WebhookToken(); err != nil {
+			return err
 		}
-		s.secret = hex.EncodeToString(b)
 	}
 	return nil
 }
@@ -250,7 +248,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 	if !s.embedded && !s.cfg.Webhook {
 		return fmt.Errorf("%w: --registry-listen needs the webhook (all-in-one mode or --webhook)", config.ErrInvalid)
 	}
-	root := filepath.Join(s.cfg.DataDir, "registry")
+	root := datadir.Dir(s.cfg.DataDir).RegistryStorage()
 	reg, err := embeddedregistry.Start(ctx, embeddedregistry.Options{
 		Addr:    s.cfg.RegistryListen,
 		RootDir: root,
@@ -354,9 +352,9 @@ func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
 	switch {
 	case len(cfg.Platforms) > 0:
 		for _, p := range cfg.Platforms {
-			platform, err := parsePlatform(p)
+			platform, err := index.ParsePlatform(p)
 			if err != nil {
-				return nil, "", err
+				return nil, "", fmt.Errorf("%w: %w", config.ErrInvalid, err)
 			}
 			opts = append(opts, index.WithPlatform(platform))
 		}
@@ -368,19 +366,6 @@ func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
 	return opts, identity, nil
 }
 
-// parsePlatform parses os/arch[/variant].
-func parsePlatform(s string) (ocispec.Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return ocispec.Platform{}, fmt.Errorf("%w: platform %q: want os/arch[/variant]", config.ErrInvalid, s)
-	}
-	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
-}
-
 // logStartup says what runs where, and how to try it.
 func (s *Server) logStartup() {
 	mode := "workers"
@@ -390,19 +375,23 @@ func (s *Server) logStartup() {
 	s.log.Info("soci-indexer serving", "mode", mode, "http", "http://"+dialable(s.httpLn.Addr().String()),
 		"metrics", "/metrics", "workers", s.cfg.Workers, "index_version", s.cfg.IndexVersion)
 	if s.nats != nil {
-		s.log.Info("embedded NATS with JetStream", "url", s.natsURL, "store", filepath.Join(s.cfg.DataDir, "nats"))
+		s.log.Info("embedded NATS with JetStream", "url", s.natsURL, "store", datadir.Dir(s.cfg.DataDir).NATSStore())
 	} else {
 		s.log.Info("NATS", "url", redactURL(s.natsURL))
 	}
 	s.log.Info("database", "dsn", redactURL(s.dsn))
 	if s.embedded || s.cfg.Webhook {
+		token := "Authorization: Bearer <--webhook-secret>"
+		if s.cfg.WebhookSecret == "" && s.dataDir != nil {
+			token = "Authorization: Bearer $(cat " + datadir.Dir(s.cfg.DataDir).TokenFile() + ")"
+		}
 		s.log.Info("webhook", "distribution", "http://"+dialable(s.httpLn.Addr().String())+webhook.PathDistribution,
-			"auth", "Authorization: Bearer <--webhook-secret>")
+			"auth", token)
 	}
 	if s.registry != nil {
 		addr := s.registry.Addr()
 		s.log.Info("embedded registry (notifications go to the webhook)", "url", s.registry.URL(),
-			"storage", filepath.Join(s.cfg.DataDir, "registry"))
+			"storage", datadir.Dir(s.cfg.DataDir).RegistryStorage())
 		s.log.Info("try it: push an image, then list its SOCI indexes",
 			"push", fmt.Sprintf("indexer demo push %s/demo/app:v1", addr),
 			"list", fmt.Sprintf("indexer index ls %s/demo/app:v1 --plain-http", addr))
@@ -462,6 +451,7 @@ func (s *Server) Close() error {
 	if s.nats != nil {
 		s.nats.Shutdown()
 	}
+	errs = append(errs, s.dataDir.Release())
 	return errors.Join(errs...)
 }
 
@@ -515,15 +505,15 @@ func OpenBackfiller(ctx context.Context, cfg config.Config, log *slog.Logger) (b
 	}
 	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL}
 	if cfg.UseEmbedded() {
+		running, err := datadir.Dir(cfg.DataDir).Running()
+		if err != nil {
+			return nil, nil, fmt.Errorf("no --nats-url and --database-url, and %w", err)
+		}
 		if s.natsURL == "" {
-			raw, err := os.ReadFile(filepath.Join(cfg.DataDir, NATSURLFile))
-			if err != nil {
-				return nil, nil, fmt.Errorf("no --nats-url, and no all-in-one server found in %s: %w", cfg.DataDir, err)
-			}
-			s.natsURL = strings.TrimSpace(string(raw))
+			s.natsURL = running.NATSURL
 		}
 		if s.dsn == "" {
-			s.dsn = "sqlite://" + filepath.Join(cfg.DataDir, "indexer.db")
+			s.dsn = running.DatabaseURL
 		}
 	}
 	if s.natsURL == "" || s.dsn == "" {

@@ -92,7 +92,7 @@ func (z *Ztoc) ReadSpan(ctx context.Context, layer io.ReaderAt, id SpanID) ([]by
 // are the same file).
 func (z *Ztoc) ExtractFile(ctx context.Context, layer io.ReaderAt, name string) ([]byte, error) {
 	var buf bytes.Buffer
-	if f, err := z.Lookup(name); err == nil {
+	if f, err := z.regularFile(name); err == nil {
 		buf.Grow(int(min(f.UncompressedSize, 64<<20)))
 	}
 	if err := z.ExtractFileTo(ctx, layer, name, &buf); err != nil {
@@ -105,7 +105,7 @@ func (z *Ztoc) ExtractFile(ctx context.Context, layer io.ReaderAt, name string) 
 // in memory. w receives data before the digest of the last span it came
 // from is checked: on error, discard what was written.
 func (z *Ztoc) ExtractFileTo(ctx context.Context, layer io.ReaderAt, name string, w io.Writer) error {
-	f, err := z.Lookup(name)
+	f, err := z.regularFile(name)
 	if err != nil {
 		return err
 	}
@@ -133,6 +133,36 @@ func (z *Ztoc) Lookup(name string) (*FileMetadata, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: %s", ErrFileNotFound, name)
+}
+
+// regularFile looks name up and returns the entry that holds its data: the
+// entry itself for a regular file, the link's target for a hard link.
+// Anything else has no data to extract, which is an error rather than an
+// empty file.
+func (z *Ztoc) regularFile(name string) (*FileMetadata, error) {
+	f, err := z.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	switch f.Type {
+	case "reg":
+		return f, nil
+	case "hardlink":
+		target, err := z.Lookup(f.Linkname)
+		if err != nil {
+			return nil, fmt.Errorf("%s: hard link to %s: %w", name, f.Linkname, err)
+		}
+		if target.Type != "reg" {
+			return nil, fmt.Errorf("%w: %s is a hard link to %s, a %s", ErrNotRegularFile, name, f.Linkname, target.Type)
+		}
+		return target, nil
+	case "symlink":
+		return nil, fmt.Errorf("%w: %s is a symbolic link to %s", ErrNotRegularFile, name, f.Linkname)
+	case "dir":
+		return nil, fmt.Errorf("%w: %s is a directory", ErrNotRegularFile, name)
+	default:
+		return nil, fmt.Errorf("%w: %s is a %s device or fifo", ErrNotRegularFile, name, f.Type)
+	}
 }
 
 func cleanName(name string) string {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -66,6 +67,30 @@ func TestExtractEveryFile(t *testing.T) {
 	}
 	if _, err := z.ExtractFile(context.Background(), bytes.NewReader(gz), "missing"); !errors.Is(err, ErrFileNotFound) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// Only regular files have data: a hard link extracts its target's, and a
+// directory, symbolic link, device or fifo is an error, never an empty file.
+func TestExtractNonRegularEntries(t *testing.T) {
+	entries := corpusEntries()
+	gz := gzipBytes(t, makeTar(t, entries), gzip.DefaultCompression)
+	z := build(t, gz, WithSpanSize(64<<10))
+	layer := bytes.NewReader(gz)
+	one, err := z.ExtractFile(context.Background(), layer, "etc/one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := z.ExtractFile(context.Background(), layer, "etc/hardlink"); err != nil || !bytes.Equal(got, one) {
+		t.Errorf("hard link: %d bytes, %v; want the %d bytes of its target", len(got), err, len(one))
+	}
+	for name, what := range map[string]string{"etc/": "directory", "etc/symlink": "symbolic link", "dev/null": "char",
+		"dev/sda": "block", "run/fifo": "fifo"} {
+		var buf bytes.Buffer
+		err := z.ExtractFileTo(context.Background(), layer, name, &buf)
+		if !errors.Is(err, ErrNotRegularFile) || !strings.Contains(err.Error(), what) || buf.Len() != 0 {
+			t.Errorf("%s: err = %v, %d bytes written; want ErrNotRegularFile naming a %s and nothing written", name, err, buf.Len(), what)
+		}
 	}
 }
 

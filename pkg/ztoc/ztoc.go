@@ -101,6 +101,9 @@ var (
 	ErrSpanDigestMismatch = errors.New("span digest mismatch")
 	// ErrFileNotFound is returned by ExtractFile for a name not in the TOC.
 	ErrFileNotFound = errors.New("file not found in ztoc")
+	// ErrNotRegularFile is returned by ExtractFile for an entry that has no
+	// data of its own: a directory, a symbolic link, a device or a fifo.
+	ErrNotRegularFile = errors.New("not a regular file")
 )
 
 // UnsupportedEntryError reports a tar entry type soci refuses to index

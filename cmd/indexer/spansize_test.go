@@ -1,0 +1,26 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
+)
+
+// `indexer index` refuses a span below the minimum before it reaches the
+// registry (nothing listens on the one named here), as serve and ztoc do.
+func TestIndexRefusesTinySpan(t *testing.T) {
+	for _, span := range []string{"0", "1", "100", "65536"} {
+		cmd := newIndexCmd()
+		cmd.SilenceUsage = true
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"127.0.0.1:1/demo/app:v1", "--span-size", span})
+		if err := cmd.ExecuteContext(context.Background()); !errors.Is(err, ztoc.ErrInvalidSpanSize) {
+			t.Errorf("--span-size %s: err = %v, want ErrInvalidSpanSize", span, err)
+		}
+	}
+}
