@@ -143,6 +143,10 @@ func (b *IndexBuilder) buildLayer(ctx context.Context, p ocispec.Platform, layer
 	}
 
 	desc, err := b.buildAndPushZtoc(ctx, p, layer, compression)
+	if errors.Is(err, ztoc.ErrUnservableLayer) {
+		// No zTOC reader could serve it: the image is indexed without it.
+		return skip(err.Error())
+	}
 	if err != nil {
 		return LayerResult{}, err
 	}
@@ -177,6 +181,10 @@ func (b *IndexBuilder) buildAndPushZtoc(ctx context.Context, p ocispec.Platform,
 	data, err := ztoc.Marshal(res.Ztoc)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("marshal ztoc: %w", err)
+	}
+	// Nothing is pushed that the reader, which applies soci's rules, refuses.
+	if _, err := ztoc.Unmarshal(data); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: the built ztoc does not read back: %w", ztoc.ErrUnservableLayer, err)
 	}
 	desc := b.ztocDescriptor(layer, digest.FromBytes(data), int64(len(data)), b.disableXattrs(res.Ztoc))
 	if err := b.pushIfMissing(ctx, desc, data); err != nil {

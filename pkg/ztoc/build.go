@@ -10,6 +10,7 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -305,6 +306,9 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 		if !ok {
 			return &UnsupportedEntryError{Name: hdr.Name, Typeflag: hdr.Typeflag}
 		}
+		if err := checkServable(hdr); err != nil {
+			return err
+		}
 		b.files.add(FileMetadata{
 			Name:               hdr.Name,
 			Type:               typ,
@@ -323,12 +327,29 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 		})
 	}
 	b.tarSize = r.pos
-	// soci writes such a zTOC and only its reader refuses it, so it is a
-	// warning here, not an error.
+	// soci writes such a zTOC and only its reader refuses it; Build does
+	// not write it.
 	if err := b.files.deriveHeaderOffsets(); err != nil {
-		b.cfg.logger.Warn("soci's snapshotter will reject this zTOC", "error", err)
+		return fmt.Errorf("%w: %w", ErrUnservableLayer, err)
 	}
 	return r.drain()
+}
+
+// gnuSparsePrefix starts every PAX record of GNU tar's sparse formats.
+const gnuSparsePrefix = "GNU.sparse."
+
+// checkServable refuses an entry whose TOC record would not read back: a
+// GNU sparse file. archive/tar reports its expanded size and the offset
+// after the sparse map, but the tar stream holds only its data regions, so
+// a reader going by offset and size would read past them.
+func checkServable(hdr *tar.Header) error {
+	for key := range hdr.PAXRecords {
+		if strings.HasPrefix(key, gnuSparsePrefix) {
+			return fmt.Errorf("%w: %q is a GNU sparse file (GNU.sparse.* PAX records): "+
+				"its bytes in the tar stream are not its contents", ErrUnservableLayer, hdr.Name)
+		}
+	}
+	return nil
 }
 
 func (b *builder) buildUncompressed(ctx context.Context, r io.Reader) error {

@@ -101,6 +101,14 @@ var (
 	ErrSpanDigestMismatch = errors.New("span digest mismatch")
 	// ErrFileNotFound is returned by ExtractFile for a name not in the TOC.
 	ErrFileNotFound = errors.New("file not found in ztoc")
+	// ErrUnservableLayer is returned by Build for a layer that decodes but
+	// whose zTOC readers (ours and soci's) would refuse, or would serve
+	// wrong bytes from: a GNU sparse file in PAX form (GNU.sparse.* records,
+	// versions 0.0, 0.1 and 1.0), whose data in the tar stream is not its
+	// contents, or an entry overlapping the one before it. soci's builder
+	// writes such a zTOC; Build writes nothing, and an index can be built
+	// without the layer.
+	ErrUnservableLayer = errors.New("layer cannot be served through a ztoc")
 )
 
 // UnsupportedEntryError reports a tar entry type soci refuses to index
