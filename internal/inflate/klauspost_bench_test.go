@@ -127,3 +127,42 @@ func TestKlauspostCheckpointsMatch(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParallel decodes with NewParallelGzipReader (GOMAXPROCS
+// workers, default chunks) against NewGzipReader, both with the boundary
+// callback and window copies of the checkpoint pass.
+func BenchmarkParallel(b *testing.B) {
+	for _, level := range []int{1, 6} {
+		gz := benchInput(b, level)
+		b.Run("level"+string(rune('0'+level)), func(b *testing.B) {
+			for _, workers := range []int{0, 1, 2} {
+				name := "sequential"
+				if workers > 0 {
+					name = "parallel-" + string(rune('0'+workers))
+				}
+				b.Run(name, func(b *testing.B) {
+					var window [1 << 15]byte
+					benchmarkDecode(b, level, func(r io.Reader) io.Reader {
+						var (
+							gz2  *GzipReader
+							last int64
+						)
+						cb := func(bd Boundary) error {
+							if !bd.Final && bd.Out-last > benchSpan {
+								gz2.Window(&window)
+								last = bd.Out
+							}
+							return nil
+						}
+						if workers == 0 {
+							gz2 = NewGzipReader(r, cb)
+						} else {
+							gz2 = NewParallelGzipReader(chunker(gz, 256<<10), cb, ParallelConfig{Workers: workers})
+						}
+						return gz2
+					})
+				})
+			}
+		})
+	}
+}

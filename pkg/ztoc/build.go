@@ -39,6 +39,7 @@ type buildConfig struct {
 	expectedDigest digest.Digest
 	progress       func(compressedRead int64)
 	logger         *slog.Logger
+	parallel       *inflate.ParallelConfig
 }
 
 // WithSpanSize sets the minimum distance, in uncompressed bytes, between two
@@ -73,6 +74,19 @@ func WithExpectedDigest(d digest.Digest) BuildOption {
 // number of compressed bytes read so far, after every chunk.
 func WithProgress(f func(compressedRead int64)) BuildOption {
 	return func(c *buildConfig) { c.progress = f }
+}
+
+// WithParallelInflate decodes a gzip layer with up to workers speculative
+// decoders of chunkSize compressed bytes each running ahead of the decoder
+// in stream order (0: inflate.DefaultParallelChunk), as
+// inflate.NewParallelGzipReader describes. The zTOC is the same bytes. It
+// is off by default: on the layers measured so far (docs/bench/inflate.md)
+// the speculative decoders cost more than they save. Tests use it with
+// small chunks to force the parallel path.
+func WithParallelInflate(workers, chunkSize int) BuildOption {
+	return func(c *buildConfig) {
+		c.parallel = &inflate.ParallelConfig{Workers: workers, ChunkSize: chunkSize}
+	}
 }
 
 // WithLogger sets the logger for warnings about layers that soci would index
@@ -401,6 +415,19 @@ func (s *compressedSource) flush(chunk []byte) error {
 	}
 }
 
+// next is the chunk source of the parallel inflater: the next chunk, which
+// is forwarded to the span hasher first.
+func (s *compressedSource) next() ([]byte, error) {
+	chunk, err := s.in.receive(s.ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.flush(chunk); err != nil {
+		return nil, err
+	}
+	return chunk, nil
+}
+
 func (s *compressedSource) Read(p []byte) (int, error) {
 	if len(s.rest) == 0 {
 		chunk, err := s.in.receive(s.ctx)
@@ -491,7 +518,11 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 		last = bd.Out
 		return nil
 	}
-	gz = inflate.NewGzipReader(src, onBoundary)
+	if b.cfg.parallel != nil {
+		gz = inflate.NewParallelGzipReader(src.next, onBoundary, *b.cfg.parallel)
+	} else {
+		gz = inflate.NewGzipReader(src, onBoundary)
+	}
 
 	for {
 		chunk := out.buffer()
