@@ -34,9 +34,6 @@ type segment struct {
 	bounds []specBound
 }
 
-// outLen is the number of output bytes of the segment.
-func (s *segment) outLen() int { return len(s.buf) - windowSize }
-
 // resolve replaces the markers with bytes of window (the windowSize bytes
 // before the segment, zero-padded), of which only the last avail bytes are
 // real output of the current member. It reports false if a marker points
