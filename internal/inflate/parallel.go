@@ -57,6 +57,7 @@ type parallel struct {
 	jump   *job   // matched at the boundary the decoder paused at
 	used   int    // segments applied (for tests)
 	serve  []byte // output of the applied segment not yet read
+	served []byte // its buffer, recycled once read
 	window []byte // while a segment's boundaries are reported
 }
 
@@ -238,6 +239,10 @@ func (p *parallel) Read(b []byte) (int, error) {
 		if len(p.serve) > 0 {
 			n := copy(b, p.serve)
 			p.serve = p.serve[n:]
+			if len(p.serve) == 0 {
+				putSegmentBuf(p.served)
+				p.served = nil
+			}
 			return n, nil
 		}
 		if d.rpos < d.wpos {
@@ -301,7 +306,7 @@ func (p *parallel) apply() {
 		d.primePending = true
 	}
 	p.readPos = seg.end >> 3
-	p.serve = out
+	p.serve, p.served = out, seg.buf
 	p.used++
 	// The next segment often starts where this one ends.
 	if !d.final && p.pauseAt(seg.end) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync"
 )
 
 // Speculative decoding of deflate data from a point whose 32 KiB window is
@@ -65,6 +66,48 @@ var (
 // keep referring to the unknown window is left to the decoder in order.
 const maxMarkerOut = 1 << 20
 
+// segmentBufs recycles segment output buffers, which are several MiB: a
+// fresh one would be zeroed each time.
+var segmentBufs sync.Pool
+
+func getSegmentBuf(size int) []byte {
+	if b, ok := segmentBufs.Get().(*[]byte); ok && cap(*b) >= size {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+func putSegmentBuf(b []byte) {
+	segmentBufs.Put(&b)
+}
+
+// resumeDecoders recycles the byte decoders of the segments (416 KiB of
+// buffers each).
+var resumeDecoders = sync.Pool{New: func() any { return new(decoder) }}
+
+// reset makes d a resume decoder (NewResumeReader) over span, keeping its
+// buffers.
+func (d *decoder) reset(span io.Reader, bits uint8, window []byte) {
+	in, out := d.in, d.out
+	*d = decoder{}
+	if in == nil {
+		d.init(span)
+	} else {
+		d.in, d.out = in, out
+		d.src = span
+		d.wpos, d.rpos, d.minpos, d.crcPos = windowSize, windowSize, windowSize, windowSize
+		d.outOff = -windowSize
+	}
+	d.resume = true
+	d.state = stateBlockHeader
+	copy(d.out[windowSize-len(window):windowSize], window)
+	d.minpos = windowSize - len(window)
+	if bits&7 != 0 {
+		d.primeBits = bits & 7
+		d.primePending = true
+	}
+}
+
 // specDecoder decodes raw deflate held in memory, bit by bit from any
 // offset, into 16-bit symbols.
 type specDecoder struct {
@@ -75,6 +118,7 @@ type specDecoder struct {
 
 	out        []uint16
 	lastMarker int // output index after the last marker written
+	maxOut     int
 
 	dynLit  litTable
 	dynDist distTable
@@ -316,7 +360,7 @@ func speculate(data []byte, base, from, limitStart, stop int64, maxOut int, canc
 	} else {
 		padded = append(data[:len(data):len(data)], make([]byte, 16)...)
 	}
-	s := &specDecoder{data: padded, base: base, limit: 8 * int64(len(data))}
+	s := &specDecoder{data: padded, base: base, limit: 8 * int64(len(data)), maxOut: maxOut}
 	for cand := from; cand < limitStart && cand+64 < s.limit; cand++ {
 		if cand&1023 == 0 && cancelled() {
 			return nil
@@ -382,7 +426,7 @@ func (s *specDecoder) decodeFrom(start, stop int64, maxOut int, cancelled func()
 func (s *specDecoder) continueBytes(seg *segment, stop int64, maxOut int, cancelled func() bool) *segment {
 	n := len(s.out)
 	seg.sym = append([]uint16(nil), s.out...)
-	seg.buf = make([]byte, windowSize+n, windowSize+n+3*int(s.limit>>3))
+	seg.buf = getSegmentBuf(windowSize + n + s.maxOut)[:windowSize+n]
 	window := seg.buf[windowSize+n-windowSize : windowSize+n]
 	for i, v := range s.out[n-windowSize:] {
 		window[i] = byte(v)
@@ -392,7 +436,9 @@ func (s *specDecoder) continueBytes(seg *segment, stop int64, maxOut int, cancel
 	if s.pos&7 != 0 {
 		bits = uint8(8 - s.pos&7)
 	}
-	r := NewResumeReader(bytes.NewReader(s.data[startByte:s.limit>>3]), bits, window).(*decoder)
+	r := resumeDecoders.Get().(*decoder)
+	defer resumeDecoders.Put(r)
+	r.reset(bytes.NewReader(s.data[startByte:s.limit>>3]), bits, window)
 	// The boundaries' output offsets count what the decoder has produced
 	// since it started, copied out or not.
 	var pending []specBound
