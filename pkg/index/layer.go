@@ -157,7 +157,7 @@ func (b *IndexBuilder) buildLayer(ctx context.Context, p ocispec.Platform, layer
 // buildAndPushZtoc streams the layer from the registry once, building its
 // zTOC and verifying its digest on the way, then pushes the zTOC.
 func (b *IndexBuilder) buildAndPushZtoc(ctx context.Context, p ocispec.Platform, layer ocispec.Descriptor, compression ztoc.Compression) (ocispec.Descriptor, error) {
-	rc, err := b.repo.Fetch(ctx, layer)
+	rc, err := b.fetchLayer(ctx, layer)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("fetch layer: %w", err)
 	}
