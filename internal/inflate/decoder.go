@@ -78,7 +78,16 @@ type decoder struct {
 
 	onBoundary func(Boundary) error
 	err        error
+
+	// pauseAt, if set, is asked at every block end (after onBoundary)
+	// whether decoding should pause there; step then returns with paused
+	// set, and the next step continues from the boundary.
+	pauseAt func(bit int64) bool
+	paused  bool
 }
+
+// errPause is how endBlock stops run for pauseAt; it is not an error.
+var errPause = errors.New("paused at a block boundary")
 
 func (d *decoder) init(src io.Reader) {
 	d.src = src
@@ -160,7 +169,9 @@ func (d *decoder) step() {
 	if !d.resume {
 		d.updateCRC()
 	}
-	if err != nil {
+	if err == errPause {
+		d.paused = true
+	} else if err != nil {
 		d.err = err
 	}
 }
@@ -742,13 +753,14 @@ func (d *decoder) endBlock() error {
 	} else {
 		d.state = stateBlockHeader
 	}
-	if d.onBoundary == nil {
-		return nil
+	b := Boundary{In: d.offset(), Bits: uint8(d.nbits & 7), Out: d.totalOut(), Final: d.final}
+	if d.onBoundary != nil {
+		if err := d.onBoundary(b); err != nil {
+			return err
+		}
 	}
-	return d.onBoundary(Boundary{
-		In:    d.offset(),
-		Bits:  uint8(d.nbits & 7),
-		Out:   d.totalOut(),
-		Final: d.final,
-	})
+	if d.pauseAt != nil && !b.Final && d.pauseAt(8*b.In-int64(b.Bits)) {
+		return errPause
+	}
+	return nil
 }

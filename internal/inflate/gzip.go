@@ -29,6 +29,7 @@ type Boundary struct {
 // GzipReader decompresses a gzip stream and reports its boundaries.
 type GzipReader struct {
 	d decoder
+	p *parallel // set by NewParallelGzipReader
 }
 
 // NewGzipReader decompresses a single- or multi-member gzip stream read
@@ -46,15 +47,29 @@ func NewGzipReader(r io.Reader, onBoundary func(b Boundary) error) *GzipReader {
 
 // Read implements io.Reader. It returns io.EOF after the last member's
 // trailer has been verified and no input is left.
-func (z *GzipReader) Read(p []byte) (int, error) { return z.d.Read(p) }
+func (z *GzipReader) Read(p []byte) (int, error) {
+	if z.p != nil {
+		return z.p.Read(p)
+	}
+	return z.d.Read(p)
+}
 
 // WriteTo implements io.WriterTo; it avoids one copy of the output.
-func (z *GzipReader) WriteTo(w io.Writer) (int64, error) { return z.d.WriteTo(w) }
+func (z *GzipReader) WriteTo(w io.Writer) (int64, error) {
+	if z.p != nil {
+		return io.CopyBuffer(w, struct{ io.Reader }{z}, make([]byte, 256<<10))
+	}
+	return z.d.WriteTo(w)
+}
 
 // Window copies the last 32768 bytes of output (oldest first) into dst,
 // left-padded with zeros when fewer than 32768 bytes were produced. The
 // window runs across member boundaries.
 func (z *GzipReader) Window(dst *[windowSize]byte) {
+	if z.p != nil && z.p.window != nil {
+		copy(dst[:], z.p.window)
+		return
+	}
 	copy(dst[:], z.d.out[z.d.wpos-windowSize:z.d.wpos])
 }
 

@@ -143,6 +143,10 @@ func (b *IndexBuilder) buildLayer(ctx context.Context, p ocispec.Platform, layer
 	}
 
 	desc, err := b.buildAndPushZtoc(ctx, p, layer, compression)
+	if errors.Is(err, ztoc.ErrUnservableLayer) {
+		// No zTOC reader could serve it: the image is indexed without it.
+		return skip(err.Error())
+	}
 	if err != nil {
 		return LayerResult{}, err
 	}
@@ -153,7 +157,7 @@ func (b *IndexBuilder) buildLayer(ctx context.Context, p ocispec.Platform, layer
 // buildAndPushZtoc streams the layer from the registry once, building its
 // zTOC and verifying its digest on the way, then pushes the zTOC.
 func (b *IndexBuilder) buildAndPushZtoc(ctx context.Context, p ocispec.Platform, layer ocispec.Descriptor, compression ztoc.Compression) (ocispec.Descriptor, error) {
-	rc, err := b.repo.Fetch(ctx, layer)
+	rc, err := b.fetchLayer(ctx, layer)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("fetch layer: %w", err)
 	}
@@ -180,6 +184,10 @@ func (b *IndexBuilder) buildAndPushZtoc(ctx context.Context, p ocispec.Platform,
 	data, err := ztoc.Marshal(res.Ztoc)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("marshal ztoc: %w", err)
+	}
+	// Nothing is pushed that the reader, which applies soci's rules, refuses.
+	if _, err := ztoc.Unmarshal(data); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: the built ztoc does not read back: %w", ztoc.ErrUnservableLayer, err)
 	}
 	desc := b.ztocDescriptor(layer, digest.FromBytes(data), int64(len(data)), b.disableXattrs(res.Ztoc))
 	if err := b.pushIfMissing(ctx, desc, data); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -169,5 +171,65 @@ func TestBuildRefusesSociIndex(t *testing.T) {
 	// Indexing the SOCI index itself, as a webhook for our own push would.
 	if _, err := b.Build(ctx, res[0].Desc.Digest.String()); !errors.Is(err, ErrNotImage) {
 		t.Fatalf("err = %v, want ErrNotImage", err)
+	}
+}
+
+// TestBuildSkipsSparseLayer: a layer with a GNU sparse file in PAX form
+// (written by GNU tar at test time) gets no zTOC, with the reason in its
+// result; the image is indexed with its other layers.
+func TestBuildSkipsSparseLayer(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t, registry.Options{})
+	repo := openRepo(t, reg, "app/sparse", nil)
+	tarPath, err := exec.LookPath("tar")
+	if err != nil {
+		t.Fatalf("GNU tar is needed: %v", err)
+	}
+	dir := t.TempDir()
+	run := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "big"), simpleTar(t, 7, 1, testMinLayerSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("truncate", "-s", "8M", "sparse")
+	run("dd", "if=big", "of=sparse", "bs=4096", "seek=300", "count=4", "conv=notrunc")
+	run(tarPath, "--sparse", "--format=pax", "-cf", "layer.tar", "big", "sparse")
+	sparse, err := os.ReadFile(filepath.Join(dir, "layer.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := mixedLayers(t, 140, false)
+	mt := ocispec.MediaTypeImageLayerGzip
+	manifest := pushImage(t, repo, imageSpec{layers: []testLayer{layers[0], {mt, gzipBytes(t, sparse)}}})
+
+	var mu sync.Mutex
+	states := map[string]LayerState{}
+	b, _ := NewIndexBuilder(repo, WithMinLayerSize(testMinLayerSize), WithProgress(func(p LayerProgress) {
+		mu.Lock()
+		defer mu.Unlock()
+		states[p.Layer.Digest.String()] = p.State
+	}))
+	res, err := b.Build(ctx, manifest.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(res[0].Index.Blobs); n != 1 {
+		t.Fatalf("%d zTOCs in the index, want 1", n)
+	}
+	ls := res[0].Layers
+	if len(ls) != 2 || ls[0].State != LayerBuilt || ls[1].State != LayerSkipped || ls[1].Ztoc != nil {
+		t.Fatalf("layer results %+v", ls)
+	}
+	if !strings.Contains(ls[1].Reason, "sparse") || !strings.Contains(ls[1].Reason, ztoc.ErrUnservableLayer.Error()) {
+		t.Fatalf("reason %q does not say why", ls[1].Reason)
+	}
+	if got := states[ls[1].Layer.Digest.String()]; got != LayerSkipped {
+		t.Fatalf("last progress of the sparse layer: %q", got)
 	}
 }

@@ -37,6 +37,7 @@ type buildConfig struct {
 	versions            IndexVersion
 	v2TagTemplate       string
 	layerConcurrency    int
+	rangeFetch          rangeFetch
 	progress            func(LayerProgress)
 	locker              Locker
 	logger              *slog.Logger
@@ -52,6 +53,7 @@ func defaultBuildConfig() buildConfig {
 		versions:            V1,
 		v2TagTemplate:       DefaultV2TagTemplate,
 		layerConcurrency:    max(2, runtime.GOMAXPROCS(0)),
+		rangeFetch:          rangeFetch{min: DefaultRangeFetchMin, part: DefaultRangeFetchPart, conns: DefaultRangeFetchConns},
 		logger:              slog.New(slog.DiscardHandler),
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -38,6 +39,7 @@ type buildConfig struct {
 	expectedDigest digest.Digest
 	progress       func(compressedRead int64)
 	logger         *slog.Logger
+	parallel       *inflate.ParallelConfig
 }
 
 // WithSpanSize sets the minimum distance, in uncompressed bytes, between two
@@ -72,6 +74,19 @@ func WithExpectedDigest(d digest.Digest) BuildOption {
 // number of compressed bytes read so far, after every chunk.
 func WithProgress(f func(compressedRead int64)) BuildOption {
 	return func(c *buildConfig) { c.progress = f }
+}
+
+// WithParallelInflate decodes a gzip layer with up to workers speculative
+// decoders of chunkSize compressed bytes each running ahead of the decoder
+// in stream order (0: inflate.DefaultParallelChunk), as
+// inflate.NewParallelGzipReader describes. The zTOC is the same bytes. It
+// is off by default: on the layers measured so far (docs/bench/inflate.md)
+// the speculative decoders cost more than they save. Tests use it with
+// small chunks to force the parallel path.
+func WithParallelInflate(workers, chunkSize int) BuildOption {
+	return func(c *buildConfig) {
+		c.parallel = &inflate.ParallelConfig{Workers: workers, ChunkSize: chunkSize}
+	}
 }
 
 // WithLogger sets the logger for warnings about layers that soci would index
@@ -305,6 +320,9 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 		if !ok {
 			return &UnsupportedEntryError{Name: hdr.Name, Typeflag: hdr.Typeflag}
 		}
+		if err := checkServable(hdr); err != nil {
+			return err
+		}
 		b.files.add(FileMetadata{
 			Name:               hdr.Name,
 			Type:               typ,
@@ -323,12 +341,29 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 		})
 	}
 	b.tarSize = r.pos
-	// soci writes such a zTOC and only its reader refuses it, so it is a
-	// warning here, not an error.
+	// soci writes such a zTOC and only its reader refuses it; Build does
+	// not write it.
 	if err := b.files.deriveHeaderOffsets(); err != nil {
-		b.cfg.logger.Warn("soci's snapshotter will reject this zTOC", "error", err)
+		return fmt.Errorf("%w: %w", ErrUnservableLayer, err)
 	}
 	return r.drain()
+}
+
+// gnuSparsePrefix starts every PAX record of GNU tar's sparse formats.
+const gnuSparsePrefix = "GNU.sparse."
+
+// checkServable refuses an entry whose TOC record would not read back: a
+// GNU sparse file. archive/tar reports its expanded size and the offset
+// after the sparse map, but the tar stream holds only its data regions, so
+// a reader going by offset and size would read past them.
+func checkServable(hdr *tar.Header) error {
+	for key := range hdr.PAXRecords {
+		if strings.HasPrefix(key, gnuSparsePrefix) {
+			return fmt.Errorf("%w: %q is a GNU sparse file (GNU.sparse.* PAX records): "+
+				"its bytes in the tar stream are not its contents", ErrUnservableLayer, hdr.Name)
+		}
+	}
+	return nil
 }
 
 func (b *builder) buildUncompressed(ctx context.Context, r io.Reader) error {
@@ -378,6 +413,19 @@ func (s *compressedSource) flush(chunk []byte) error {
 	case <-s.ctx.Done():
 		return context.Cause(s.ctx)
 	}
+}
+
+// next is the chunk source of the parallel inflater: the next chunk, which
+// is forwarded to the span hasher first.
+func (s *compressedSource) next() ([]byte, error) {
+	chunk, err := s.in.receive(s.ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.flush(chunk); err != nil {
+		return nil, err
+	}
+	return chunk, nil
 }
 
 func (s *compressedSource) Read(p []byte) (int, error) {
@@ -470,7 +518,11 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 		last = bd.Out
 		return nil
 	}
-	gz = inflate.NewGzipReader(src, onBoundary)
+	if b.cfg.parallel != nil {
+		gz = inflate.NewParallelGzipReader(src.next, onBoundary, *b.cfg.parallel)
+	} else {
+		gz = inflate.NewGzipReader(src, onBoundary)
+	}
 
 	for {
 		chunk := out.buffer()

@@ -104,6 +104,14 @@ var (
 	// ErrNotRegularFile is returned by ExtractFile for an entry that has no
 	// data of its own: a directory, a symbolic link, a device or a fifo.
 	ErrNotRegularFile = errors.New("not a regular file")
+	// ErrUnservableLayer is returned by Build for a layer that decodes but
+	// whose zTOC readers (ours and soci's) would refuse, or would serve
+	// wrong bytes from: a GNU sparse file in PAX form (GNU.sparse.* records,
+	// versions 0.0, 0.1 and 1.0), whose data in the tar stream is not its
+	// contents, or an entry overlapping the one before it. soci's builder
+	// writes such a zTOC; Build writes nothing, and an index can be built
+	// without the layer.
+	ErrUnservableLayer = errors.New("layer cannot be served through a ztoc")
 )
 
 // UnsupportedEntryError reports a tar entry type soci refuses to index

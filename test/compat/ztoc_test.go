@@ -189,7 +189,11 @@ func buildWithSoci(path string, span int64, algorithm string) ([]byte, error) {
 	return io.ReadAll(r)
 }
 
-func buildWithOurs(ctx context.Context, path string, span int64, algorithm string) (*ztoc.Result, []byte, error) {
+// parallelChunk is the chunk size that forces our parallel inflater on the
+// corpus's small layers.
+const parallelChunk = 16 << 10
+
+func buildWithOurs(ctx context.Context, path string, span int64, algorithm string, extra ...ztoc.BuildOption) (*ztoc.Result, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -197,9 +201,9 @@ func buildWithOurs(ctx context.Context, path string, span int64, algorithm strin
 	defer f.Close()
 	// Hide the *os.File so Build sees only a stream, as it would from a
 	// registry download.
-	res, err := ztoc.Build(ctx, struct{ io.Reader }{f},
-		ztoc.WithSpanSize(span), ztoc.WithCompression(ourCompression(algorithm)),
-		ztoc.WithBuildToolIdentifier(sociBuildTool))
+	opts := append([]ztoc.BuildOption{ztoc.WithSpanSize(span), ztoc.WithCompression(ourCompression(algorithm)),
+		ztoc.WithBuildToolIdentifier(sociBuildTool)}, extra...)
+	res, err := ztoc.Build(ctx, struct{ io.Reader }{f}, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ztoc.Build: %w", err)
 	}
@@ -230,6 +234,18 @@ func checkLayer(t *testing.T, lf *layerFixture, span int64) {
 		t.Errorf("zTOC differs from soci's: ours %s (%d bytes), soci %s (%d bytes)\n%s",
 			digest.FromBytes(ourBytes), len(ourBytes), digest.FromBytes(sociBytes), len(sociBytes),
 			diffZtocs(sociBytes, ourBytes))
+	}
+
+	// The parallel inflater, forced on small chunks, gives the same bytes.
+	if lf.Compression == corpus.Gzip {
+		_, parBytes, err := buildWithOurs(ctx, lf.Path, span, lf.Compression, ztoc.WithParallelInflate(2, parallelChunk))
+		if err != nil {
+			t.Fatalf("parallel build: %v", err)
+		}
+		if !bytes.Equal(parBytes, sociBytes) {
+			t.Errorf("parallel build: zTOC differs from soci's: %s (%d bytes), soci %s (%d bytes)",
+				digest.FromBytes(parBytes), len(parBytes), digest.FromBytes(sociBytes), len(sociBytes))
+		}
 	}
 
 	// Our reader and writer must treat soci's bytes as soci's own do.
