@@ -52,8 +52,8 @@ type cluster struct {
 	// workerRegistry is the registry as the workers reach it (and as jobs
 	// name it): the registry itself, or a throttling proxy in front of it.
 	workerRegistry string
-	store    db.Store
-	js       jetstream.JetStream
+	store          db.Store
+	js             jetstream.JetStream
 }
 
 type clusterOptions struct {
