@@ -136,7 +136,6 @@ func runCase(t *testing.T, w *world, tc testCase, seed uint64) {
 		}
 		pullAndCheck(ctx, t, w, repoName, e)
 	}
-	_ = svc
 }
 
 // waitForIndexes waits until the service has pushed the SOCI index of every
