@@ -245,6 +245,10 @@ type Stats struct {
 	Bytes    uint64
 	FirstSeq uint64
 	LastSeq  uint64
+	// Oldest is when the oldest job still in the work stream (waiting,
+	// running or waiting for its retry) was published; zero when it is
+	// empty. Settled jobs leave the stream (work-queue retention).
+	Oldest time.Time
 
 	Consumer string
 	// Pending jobs not yet delivered.
@@ -280,6 +284,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		Bytes:       si.State.Bytes,
 		FirstSeq:    si.State.FirstSeq,
 		LastSeq:     si.State.LastSeq,
+		Oldest:      oldest(si.State.Msgs, si.State.FirstTime),
 		Consumer:    q.cfg.Consumer,
 		Pending:     ci.NumPending,
 		AckPending:  ci.NumAckPending,
@@ -288,6 +293,13 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		DLQStream:   q.cfg.DLQStream,
 		DeadLetters: di.State.Msgs,
 	}, nil
+}
+
+func oldest(msgs uint64, first time.Time) time.Time {
+	if msgs == 0 {
+		return time.Time{}
+	}
+	return first
 }
 
 func truncate(s string, n int) string {

@@ -1,12 +1,15 @@
 package service
 
 import (
+	"context"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
 // Outcome is how a job ended, as recorded in the database and in the
@@ -142,4 +145,61 @@ func (m *Metrics) countDeleted(n int) {
 		return
 	}
 	m.deletedArts.Add(float64(n))
+}
+
+// QueueStats reads the queue's state; (*queue.Queue).Stats is one.
+type QueueStats func(context.Context) (queue.Stats, error)
+
+// WatchQueue exports the queue's depth, the age of its oldest job and the
+// dead letters, read from JetStream at each scrape (at most 2s). Every
+// process watching the same queue exports the same values: aggregate them
+// with max, not sum.
+func (m *Metrics) WatchQueue(stats QueueStats) {
+	m.Registry.MustRegister(&queueCollector{stats: stats, now: time.Now})
+}
+
+var (
+	queueUpDesc = prometheus.NewDesc("soci_indexer_queue_up",
+		"1 when the last scrape read the queue's state from JetStream, 0 when it could not.", nil, nil)
+	queuePendingDesc = prometheus.NewDesc("soci_indexer_queue_pending_jobs",
+		"Jobs in the work stream not yet delivered to a worker.", nil, nil)
+	queueUnackedDesc = prometheus.NewDesc("soci_indexer_queue_unacked_jobs",
+		"Jobs delivered to a worker and not yet settled (running, or waiting for a retry).", nil, nil)
+	queueRedeliveredDesc = prometheus.NewDesc("soci_indexer_queue_redelivered_jobs",
+		"Unsettled jobs delivered more than once.", nil, nil)
+	queueOldestDesc = prometheus.NewDesc("soci_indexer_queue_oldest_job_age_seconds",
+		"Age of the oldest job still in the work stream; 0 when it is empty.", nil, nil)
+	queueDeadDesc = prometheus.NewDesc("soci_indexer_queue_dead_letters",
+		"Jobs in the dead-letter stream (failed for good, kept for inspection and retry).", nil, nil)
+)
+
+type queueCollector struct {
+	stats QueueStats
+	now   func() time.Time
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{queueUpDesc, queuePendingDesc, queueUnackedDesc, queueRedeliveredDesc, queueOldestDesc, queueDeadDesc} {
+		ch <- d
+	}
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := c.stats(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(queueUpDesc, prometheus.GaugeValue, 0)
+		return
+	}
+	var age float64
+	if !st.Oldest.IsZero() {
+		age = max(c.now().Sub(st.Oldest).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(queueUpDesc, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(queuePendingDesc, prometheus.GaugeValue, float64(st.Pending))
+	ch <- prometheus.MustNewConstMetric(queueUnackedDesc, prometheus.GaugeValue, float64(st.AckPending))
+	ch <- prometheus.MustNewConstMetric(queueRedeliveredDesc, prometheus.GaugeValue, float64(st.Redelivered))
+	ch <- prometheus.MustNewConstMetric(queueOldestDesc, prometheus.GaugeValue, age)
+	ch <- prometheus.MustNewConstMetric(queueDeadDesc, prometheus.GaugeValue, float64(st.DeadLetters))
 }

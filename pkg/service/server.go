@@ -146,6 +146,7 @@ func (s *Server) connect(ctx context.Context) error {
 	if s.queue, err = queue.New(ctx, js, QueueConfig(s.cfg), queue.WithLogger(s.log)); err != nil {
 		return err
 	}
+	s.metrics.WatchQueue(s.queue.Stats)
 	// Every held lock pins a connection: a job holds its own lock and the
 	// builder's referrers lock while its layers query the database.
 	conns := int32(s.cfg.Workers*(2+s.cfg.LayerConcurrency) + 4)
