@@ -33,7 +33,7 @@ type Location struct {
 }
 
 // ArtifactEntry is the record of one SOCI artifact. The fields up to SpanSize
-// mean what they mean in soci-snapshotter's artifacts DB (soci-format.md 7.8);
+// mean what they mean in soci-snapshotter's artifacts DB (docs/format.md 7.8);
 // the rest are what a registry-side service needs.
 type ArtifactEntry struct {
 	// Digest of the artifact itself (index manifest, zTOC blob).

@@ -19,7 +19,7 @@ func (b *IndexBuilder) V2Tag(tag string) string {
 	return strings.ReplaceAll(b.cfg.v2TagTemplate, "{tag}", tag)
 }
 
-// convert makes the SOCI-enabled image of soci convert (soci-format.md 6.3):
+// convert makes the SOCI-enabled image of soci convert (docs/format.md 6.3):
 // a v2 index per built platform, the platform manifests rewritten to carry
 // the index digest, and an OCI index listing the rewritten manifests and
 // then the SOCI indexes, pushed under the v2 tag.

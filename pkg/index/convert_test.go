@@ -250,7 +250,7 @@ func TestBuildV2SingleDockerManifest(t *testing.T) {
 	}
 	var oci ocispec.Index
 	raw := fetchJSONT(t, repo, res[0].ImageDesc, &oci)
-	// soci-format.md 6.3: the new index wraps the rewritten manifest with
+	// docs/format.md 6.3: the new index wraps the rewritten manifest with
 	// the image's platform, then the SOCI index.
 	m, s := res[0].ManifestDesc, res[0].Desc
 	want := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` +

@@ -167,7 +167,7 @@ func (i *Index) Version() (IndexVersion, error) {
 
 // manifest is the OCI manifest the index is serialized as. Using
 // ocispec.Manifest fixes the key order and omission rules the snapshotter
-// re-creates when it stores a fetched index (soci-format.md 6.1).
+// re-creates when it stores a fetched index (docs/format.md 6.1).
 func (i *Index) manifest() ocispec.Manifest {
 	layers := i.Blobs
 	if layers == nil {

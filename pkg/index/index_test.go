@@ -32,7 +32,7 @@ func TestMarshalIndexCanonicalJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The v1 shape of soci-format.md 6.2, one line, keys in ocispec order,
+	// The v1 shape of docs/format.md 6.2, one line, keys in ocispec order,
 	// disable-xattrs sorted first among the descriptor annotations.
 	want := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
 		`"config":{"mediaType":"application/vnd.amazon.soci.index.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},` +

@@ -113,7 +113,7 @@ func (b *IndexBuilder) report(p ocispec.Platform, layer ocispec.Descriptor, stat
 	}
 }
 
-// buildLayer applies soci's layer selection rules (soci-format.md 7.2) and
+// buildLayer applies soci's layer selection rules (docs/format.md 7.2) and
 // then reuses or builds the layer's zTOC.
 func (b *IndexBuilder) buildLayer(ctx context.Context, p ocispec.Platform, layer ocispec.Descriptor) (LayerResult, error) {
 	log := b.cfg.logger.With("layer", layer.Digest, "mediaType", layer.MediaType)
@@ -315,7 +315,7 @@ func (b *IndexBuilder) fetchZtoc(ctx context.Context, blob ocispec.Descriptor) (
 	return z, nil
 }
 
-// recordZtoc writes the artifacts DB entry of a zTOC (soci-format.md 7.8)
+// recordZtoc writes the artifacts DB entry of a zTOC (docs/format.md 7.8)
 // with the builder's repository as a location.
 func (b *IndexBuilder) recordZtoc(ctx context.Context, layer, desc ocispec.Descriptor) error {
 	if b.cfg.artifactsDb == nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Table slots of ztoc.fbs (soci-format.md section 2.1).
+// Table slots of ztoc.fbs (docs/format.md section 2.1).
 const (
 	ztocSlotVersion = iota
 	ztocSlotBuildToolIdentifier
@@ -67,7 +67,7 @@ const (
 )
 
 // Marshal encodes z as soci's flatbuffer. The builder calls follow soci's
-// order exactly (soci-format.md section 2.2): the Go builder writes back to
+// order exactly (docs/format.md section 2.2): the Go builder writes back to
 // front and shares vtables, so the order decides the bytes.
 //
 // Modification times are written in UTC, the form soci writes when run with
@@ -420,7 +420,7 @@ func prependOffsets(b *flatbuffers.Builder, offsets []flatbuffers.UOffsetT) flat
 	return b.EndVector(len(offsets))
 }
 
-// Unmarshal decodes a zTOC with soci's reader rules (soci-format.md section
+// Unmarshal decodes a zTOC with soci's reader rules (docs/format.md section
 // 2.3): entries are sorted by uncompressed offset, TarHeaderOffset is derived
 // from the entry before, and an entry overlapping the one before gives
 // ErrInvalidTOCEntry. The checkpoints are validated against MaxSpanID and the

@@ -16,7 +16,7 @@ import (
 )
 
 // The TarZinfo bytes soci v0.16.1 writes for a 6300160-byte tar and 1 MiB
-// spans (soci-format.md section 4).
+// spans (docs/format.md section 4).
 func TestTarZinfoBytes(t *testing.T) {
 	want, _ := hex.DecodeString(strings.ReplaceAll(
 		"14000000 00000000 00000a00 1c001800 0c000400 0a000000 00226000 00000000 00001000 00000000 00000000 02000000", " ", ""))

@@ -14,7 +14,7 @@ func sha256Digest(h hash.Hash) digest.Digest {
 
 // spanCut ends the open span at end (exclusive) and opens the next at start.
 // For a gzip checkpoint with bits != 0, start is end-1: the byte holding the
-// boundary belongs to both spans (soci-format.md section 3.5).
+// boundary belongs to both spans (docs/format.md section 3.5).
 type spanCut struct {
 	end, start int64
 }

@@ -44,7 +44,7 @@ func (c *CompressionInfo) GzipCheckpoints() (checkpoints []Checkpoint, spanSize 
 }
 
 // zinfo is the span geometry of one layer, decoded from the checkpoints
-// field (soci-format.md sections 3.5 and 4).
+// field (docs/format.md sections 3.5 and 4).
 type zinfo interface {
 	maxSpanID() SpanID
 	startCompressed(SpanID) int64

@@ -19,7 +19,7 @@ import (
 	sociflatbuf "github.com/awslabs/soci-snapshotter/ztoc/fbs/ztoc"
 )
 
-// Layout of soci's gzip zinfo blob (soci-format.md 3.4).
+// Layout of soci's gzip zinfo blob (docs/format.md 3.4).
 const (
 	zinfoHeaderSize = 4 + 8
 	windowSize      = 32 << 10
@@ -104,7 +104,7 @@ func gzipHeaderLen(b []byte) (int, error) {
 // maxDiffLines bounds a diff report; the first differences explain the rest.
 const maxDiffLines = 30
 
-// diffZtocs explains why two zTOCs differ (soci-format.md 10.C): both are
+// diffZtocs explains why two zTOCs differ (docs/format.md 10.C): both are
 // decoded with soci's Unmarshal and compared field by field, checkpoint by
 // checkpoint and entry by entry.
 func diffZtocs(want, got []byte) string {

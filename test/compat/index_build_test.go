@@ -43,7 +43,7 @@ const (
 // indexSpanSize is small enough that the test layers have several spans.
 const indexSpanSize = 64 << 10
 
-// TestIndexBuildDigests is soci-format.md 10.H, second half: the same image
+// TestIndexBuildDigests is docs/format.md 10.H, second half: the same image
 // indexed by soci's IndexBuilder (Build for v1, Convert for v2) and by
 // pkg/index gives the same digests for the v1 SOCI index manifest and for
 // the v2 OCI index (which pins the rewritten image manifest and the v2 SOCI

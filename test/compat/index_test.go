@@ -11,7 +11,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 )
 
-// TestIndexCanonicalJSON is soci-format.md 10.H, first half: the snapshotter
+// TestIndexCanonicalJSON is docs/format.md 10.H, first half: the snapshotter
 // decodes a fetched SOCI index and stores soci.MarshalIndex of it under the
 // original digest, so our JSON must survive that re-encoding byte for byte.
 // It must also equal what soci's own constructor and encoder write for the

@@ -27,7 +27,7 @@ import (
 const sociBuildTool = "AWS SOCI CLI v0.2"
 
 // TestMain fixes the local time zone to UTC before anything reads it. soci
-// formats mod_time in the local zone (soci-format.md 5.5) and our builder
+// formats mod_time in the local zone (docs/format.md 5.5) and our builder
 // always writes the UTC form, so byte identity holds only under TZ=UTC.
 func TestMain(m *testing.M) {
 	time.Local = time.UTC
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// spanSizes are the spans of soci-format.md 10.A. 16 KiB is below the
+// spanSizes are the spans of docs/format.md 10.A. 16 KiB is below the
 // 32 KiB window, so early windows are zero-padded. 0 (a checkpoint at every
 // deflate block) is valid for gzip only: soci's tar zinfo divides by it.
 var spanSizes = []int64{4 << 20, 1 << 20, 64 << 10, 16 << 10, 0}
@@ -319,7 +319,7 @@ func unmarshalWithSoci(t *testing.T, b []byte) *sociztoc.Ztoc {
 	return z
 }
 
-// checkZinfo is soci-format.md 10.D and 10.E on our zTOC: the checkpoint
+// checkZinfo is docs/format.md 10.D and 10.E on our zTOC: the checkpoint
 // blob is well formed and each span's digest and contents are right.
 func checkZinfo(t *testing.T, lf *layerFixture, ourBytes []byte) {
 	z := unmarshalWithSoci(t, ourBytes)
@@ -384,7 +384,7 @@ func checkZinfo(t *testing.T, lf *layerFixture, ourBytes []byte) {
 	}
 }
 
-// checkSociExtractFile is soci-format.md 10.F, first half.
+// checkSociExtractFile is docs/format.md 10.F, first half.
 func checkSociExtractFile(t *testing.T, lf *layerFixture, ourBytes []byte) {
 	z := unmarshalWithSoci(t, ourBytes)
 	sr := io.NewSectionReader(bytes.NewReader(lf.blob), 0, int64(len(lf.blob)))
@@ -404,7 +404,7 @@ func checkSociExtractFile(t *testing.T, lf *layerFixture, ourBytes []byte) {
 	}
 }
 
-// checkSpanManager is soci-format.md 10.F, second half, and 10.G: soci's
+// checkSpanManager is docs/format.md 10.F, second half, and 10.G: soci's
 // runtime span manager accepts our zTOC, serves every regular file, and
 // every entry's header range parses back to the recorded metadata the way
 // the snapshotter's file verification does.

@@ -1,5 +1,5 @@
 // Package corpus generates the layer blobs of the SOCI compatibility suite
-// (soci-format.md section 10.A) at test time: tar archives written by Go's
+// (docs/format.md section 10.A) at test time: tar archives written by Go's
 // archive/tar, by GNU tar and from real files of the machine, compressed by
 // Go's compress/gzip, gzip, pigz and by hand, plus damaged layers that every
 // builder must refuse.
