@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/soci-indexer/soci-indexer/internal/testenv"
 )
 
 // decoded is everything GzipReader reports for a stream.
@@ -285,10 +287,7 @@ func TestExternalCompressors(t *testing.T) {
 	}
 	for _, tool := range tools {
 		t.Run(fmt.Sprint(tool), func(t *testing.T) {
-			path, err := exec.LookPath(tool[0])
-			if err != nil {
-				t.Skipf("%s not installed", tool[0])
-			}
+			path := testenv.RequireTool(t, tool[0])
 			cmd := exec.Command(path, tool[1:]...)
 			cmd.Stdin = bytes.NewReader(data)
 			gz, err := cmd.Output()
@@ -324,10 +323,7 @@ func TestEmptyFirstBlock(t *testing.T) {
 // TestSystemGzipHeaderLength checks the header boundary of gzip -n (no
 // name, 10 bytes) and of gzip with a file name, as soci records them.
 func TestSystemGzipHeaderLength(t *testing.T) {
-	path, err := exec.LookPath("gzip")
-	if err != nil {
-		t.Skip("gzip not installed")
-	}
+	path := testenv.RequireTool(t, "gzip")
 	file := filepath.Join(t.TempDir(), "layer.tar")
 	if err := os.WriteFile(file, genData("text", 10_000, 1), 0o644); err != nil {
 		t.Fatal(err)

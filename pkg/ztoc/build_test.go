@@ -18,6 +18,8 @@ import (
 	"testing/iotest"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/soci-indexer/soci-indexer/internal/testenv"
 )
 
 // positionReader counts the bytes archive/tar reads, like soci's
@@ -260,10 +262,7 @@ func TestBuildMultiMember(t *testing.T) {
 	// member's header is the next boundary that may carry a checkpoint.
 	// (Go's writer ends with an empty final block, which leaves nothing
 	// between the last checkpoint and the next header.)
-	gzipTool, err := exec.LookPath("gzip")
-	if err != nil {
-		t.Skip("gzip not installed")
-	}
+	gzipTool := testenv.RequireTool(t, "gzip")
 	cmd := exec.Command(gzipTool, "-n", "-c")
 	cmd.Stdin = bytes.NewReader(raw[:cut])
 	first, err := cmd.Output()
@@ -289,10 +288,7 @@ func TestBuildMultiMember(t *testing.T) {
 }
 
 func TestBuildPigz(t *testing.T) {
-	pigz, err := exec.LookPath("pigz")
-	if err != nil {
-		t.Skip("pigz not installed")
-	}
+	pigz := testenv.RequireTool(t, "pigz")
 	raw := makeTar(t, corpusEntries())
 	for _, args := range [][]string{{"-c"}, {"-c", "-i", "-b", "128"}} {
 		cmd := exec.Command(pigz, args...)
