@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -23,22 +24,32 @@ type queueFlags struct {
 
 func (f *queueFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.natsURL, "nats-url", envOr("INDEXER_NATS_URL", nats.DefaultURL), "NATS server URL (env INDEXER_NATS_URL)")
+	pf.StringVar(&f.natsURL, "nats-url", envOr("INDEXER_NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated for a cluster (env INDEXER_NATS_URL)")
 	pf.StringVar(&f.cfg.Stream, "stream", envOr("INDEXER_QUEUE_STREAM", queue.DefaultStream), "work-queue stream (env INDEXER_QUEUE_STREAM)")
 	pf.StringVar(&f.cfg.DLQStream, "dlq-stream", envOr("INDEXER_QUEUE_DLQ_STREAM", queue.DefaultDLQStream), "dead-letter stream (env INDEXER_QUEUE_DLQ_STREAM)")
 	pf.StringVar(&f.cfg.Consumer, "consumer", envOr("INDEXER_QUEUE_CONSUMER", queue.DefaultConsumer), "durable consumer (env INDEXER_QUEUE_CONSUMER)")
 	pf.StringVar(&f.cfg.SubjectPrefix, "subject-prefix", envOr("INDEXER_QUEUE_SUBJECT_PREFIX", queue.DefaultSubjectPrefix), "subject prefix of jobs (env INDEXER_QUEUE_SUBJECT_PREFIX)")
+	pf.StringVar(&f.cfg.DLQPrefix, "dlq-prefix", envOr("INDEXER_QUEUE_DLQ_PREFIX", queue.DefaultDLQPrefix), "subject prefix of dead letters (env INDEXER_QUEUE_DLQ_PREFIX)")
 }
 
-// open binds to the existing streams; it never creates or changes them.
-func (f *queueFlags) open(ctx context.Context) (*queue.Queue, func(), error) {
-	nc, err := nats.Connect(f.natsURL, nats.Name("soci-indexer-cli"), nats.Timeout(5*time.Second))
+// connect opens a NATS connection for one command.
+func (f *queueFlags) connect() (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := queue.Connect(f.natsURL, "soci-indexer-cli", nil, nats.MaxReconnects(2))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err)
+		return nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// open binds to the existing streams; it never creates or changes them.
+func (f *queueFlags) open(ctx context.Context) (*queue.Queue, func(), error) {
+	nc, js, err := f.connect()
+	if err != nil {
 		return nil, nil, err
 	}
 	q, err := queue.Bind(ctx, js, f.cfg)
@@ -53,10 +64,10 @@ func newQueueCmd() *cobra.Command {
 	var f queueFlags
 	cmd := &cobra.Command{
 		Use:   "queue",
-		Short: "Inspect the job queue and its dead letters",
+		Short: "Inspect the job queue and its dead letters; set up its streams and consumer",
 	}
 	f.register(cmd)
-	cmd.AddCommand(newQueueLsCmd(&f), newDLQCmd(&f))
+	cmd.AddCommand(newQueueLsCmd(&f), newDLQCmd(&f), newQueueSetupCmd(&f))
 	return cmd
 }
 
@@ -81,10 +92,88 @@ func newQueueLsCmd(f *queueFlags) *cobra.Command {
 			fmt.Fprintf(w, "CONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tWAITING\n")
 			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\n\n", st.Consumer, st.Pending, st.AckPending, st.Redelivered, st.Waiting)
 			fmt.Fprintf(w, "DEAD LETTERS\tMESSAGES\n")
-			fmt.Fprintf(w, "%s\t%d\n", st.DLQStream, st.DeadLetters)
+			fmt.Fprintf(w, "%s\t%d\n\n", st.DLQStream, st.DeadLetters)
+			printSettings(w, q.Config())
 			return w.Flush()
 		},
 	}
+}
+
+// printSettings shows the settings in use on the server.
+func printSettings(w io.Writer, c queue.Config) {
+	storage := "file"
+	if c.MemoryStorage {
+		storage = "memory"
+	}
+	fmt.Fprintf(w, "REPLICAS\tSTORAGE\tDUPLICATES\tACK WAIT\tMAX DELIVER\tBACKOFF\tMAX ACK PENDING\n")
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%v\t%d\n", c.Replicas, storage, c.Duplicates, c.AckWait, c.MaxDeliver, c.BackOff, c.MaxAckPending)
+}
+
+// newQueueSetupCmd is the deliberate way to create the streams and the
+// consumer or change their settings: no other process changes a stream or
+// consumer that exists.
+func newQueueSetupCmd(f *queueFlags) *cobra.Command {
+	var want queue.Config
+	cmd := &cobra.Command{
+		Use:   "setup",
+		Short: "Create the streams and the workers' consumer, or change their settings",
+		Long: `Creates the work stream, the dead-letter stream and the durable consumer, or
+updates them. Only the settings given as flags change; the others keep their
+values on the server (or the defaults, for what does not exist yet). Webhook
+and workers never change a stream or consumer that exists: this command is
+the one way to, e.g., go from 1 to 3 replicas. See docs/nats.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nc, js, err := f.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			cfg, err := queue.Current(cmd.Context(), js, f.cfg)
+			if err != nil {
+				return err
+			}
+			fl := cmd.Flags()
+			if fl.Changed("replicas") {
+				cfg.Replicas = want.Replicas
+			}
+			if fl.Changed("memory") {
+				cfg.MemoryStorage = want.MemoryStorage
+			}
+			if fl.Changed("duplicates") {
+				cfg.Duplicates = want.Duplicates
+			}
+			if fl.Changed("ack-wait") {
+				cfg.AckWait = want.AckWait
+			}
+			if fl.Changed("max-deliver") {
+				cfg.MaxDeliver = want.MaxDeliver
+			}
+			if fl.Changed("backoff") {
+				cfg.BackOff = want.BackOff
+			}
+			if fl.Changed("max-ack-pending") {
+				cfg.MaxAckPending = want.MaxAckPending
+			}
+			q, err := queue.Setup(cmd.Context(), js, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "set up %s, %s and consumer %s\n", f.cfg.Stream, f.cfg.DLQStream, f.cfg.Consumer)
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			printSettings(w, q.Config())
+			return w.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&want.Replicas, "replicas", 1, "replicas of both streams (1, 3 or 5 on a cluster)")
+	fl.BoolVar(&want.MemoryStorage, "memory", false, "keep the streams in memory (JetStream cannot change this on an existing stream)")
+	fl.DurationVar(&want.Duplicates, "duplicates", queue.DefaultDuplicates, "deduplication window of published jobs")
+	fl.DurationVar(&want.AckWait, "ack-wait", time.Minute, "time without progress after which JetStream redelivers a job")
+	fl.IntVar(&want.MaxDeliver, "max-deliver", queue.DefaultMaxDeliver, "deliveries of one job before it is dead-lettered")
+	fl.DurationSliceVar(&want.BackOff, "backoff", nil, "redelivery delays after ack timeouts (replaces ack-wait for redeliveries)")
+	fl.IntVar(&want.MaxAckPending, "max-ack-pending", queue.DefaultMaxAckPending, "jobs out at once across all workers")
+	return cmd
 }
 
 func newDLQCmd(f *queueFlags) *cobra.Command {

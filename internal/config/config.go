@@ -54,6 +54,7 @@ type Config struct {
 	Stream       string
 	Subject      string
 	Consumer     string
+	Replicas     int
 	MaxDeliver   int
 	AckWait      time.Duration
 	RetryBackoff time.Duration
@@ -145,7 +146,7 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		b("data_dir", "data-dir", "INDEXER_DATA_DIR", "$XDG_DATA_HOME/soci-indexer or ./.data",
 			"where the all-in-one mode keeps NATS, SQLite and registry data", str(&c.DataDir, dataDir)),
 		b("nats_url", "nats-url", "INDEXER_NATS_URL", "",
-			"NATS server with JetStream, e.g. nats://nats:4222", str(&c.NATSURL, "")),
+			"NATS server(s) with JetStream, comma-separated for a cluster, e.g. nats://n1:4222,nats://n2:4222", str(&c.NATSURL, "")),
 		b("database_url", "database-url", "INDEXER_DATABASE_URL", "",
 			"postgres://user:pass@host/db or sqlite://PATH", str(&c.DatabaseURL, "")),
 		b("listen", "listen", "INDEXER_LISTEN", "127.0.0.1:8080 all-in-one, :8080 otherwise",
@@ -163,10 +164,14 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 			"JetStream subject prefix (empty: pkg/queue's default)", str(&c.Subject, "")),
 		b("consumer", "consumer", "INDEXER_CONSUMER", "",
 			"durable consumer shared by all workers (empty: pkg/queue's default)", str(&c.Consumer, "")),
+		b("stream_replicas", "stream-replicas", "INDEXER_STREAM_REPLICAS", "1",
+			"replicas of a stream this process creates because it is missing (an existing stream is kept as it is; see docs/nats.md)",
+			integer(&c.Replicas, 1)),
 		b("max_deliver", "max-deliver", "INDEXER_MAX_DELIVER", "5",
-			"deliveries of one job before it goes to the dead letter (same value in the webhook)", integer(&c.MaxDeliver, 5)),
+			"deliveries of one job before it goes to the dead letter, for a consumer this process creates (workers follow the consumer's value on the server)",
+			integer(&c.MaxDeliver, 5)),
 		b("ack_wait", "ack-wait", "INDEXER_ACK_WAIT", "1m",
-			"time without progress after which JetStream redelivers a job (workers signal progress every ack-wait/3; same value in the webhook)",
+			"time without progress after which JetStream redelivers a job, for a consumer this process creates (workers follow the consumer's value on the server and signal progress every third of it)",
 			dur(&c.AckWait, time.Minute)),
 		b("retry_backoff", "retry-backoff", "INDEXER_RETRY_BACKOFF", "2s",
 			"first delay before a job that failed transiently is retried; doubles per delivery", dur(&c.RetryBackoff, 2*time.Second)),
@@ -359,6 +364,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MinLayerSize < 0 {
 		return fmt.Errorf("%w: min layer size must be >= 0, got %d", ErrInvalid, c.MinLayerSize)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("%w: stream replicas must be 1 to 5, got %d", ErrInvalid, c.Replicas)
 	}
 	if c.AckWait < time.Second {
 		return fmt.Errorf("%w: ack wait must be at least 1s, got %s", ErrInvalid, c.AckWait)

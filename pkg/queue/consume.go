@@ -43,6 +43,12 @@ type consumeOptions struct {
 	drainTimeout time.Duration
 	fetchWait    time.Duration
 	deadLetters  bool
+	// While pulls fail (no leader, JetStream unavailable): the pause
+	// before the next pull, from pullBase doubling to pullMax, and how
+	// often the ongoing outage is logged again.
+	pullBase, pullMax time.Duration
+	outageLogEvery    time.Duration
+	refreshEvery      time.Duration
 }
 
 // WithConcurrency bounds the jobs handled at once by this Consume call;
@@ -69,6 +75,21 @@ func WithFetchWait(d time.Duration) ConsumeOption {
 	return func(o *consumeOptions) { o.fetchWait = d }
 }
 
+// WithPullBackoff sets the pause between pulls while they fail (the stream
+// or consumer has no leader, JetStream is unavailable): base, doubling per
+// failed pull up to max, back to none after a pull that works. Defaults
+// 100ms and 5s.
+func WithPullBackoff(base, max time.Duration) ConsumeOption {
+	return func(o *consumeOptions) { o.pullBase, o.pullMax = base, max }
+}
+
+// WithOutageLogInterval sets how often an ongoing outage is logged again
+// after the warning that it began; default 30s. Its end is logged once,
+// at info.
+func WithOutageLogInterval(d time.Duration) ConsumeOption {
+	return func(o *consumeOptions) { o.outageLogEvery = d }
+}
+
 // WithoutDeadLetterWatch turns off the listener for JetStream's
 // max-deliveries advisory, which dead-letters jobs whose last delivery
 // timed out (the worker died). Any one running consumer is enough.
@@ -90,9 +111,19 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 		drainTimeout: 30 * time.Second,
 		fetchWait:    5 * time.Second,
 		deadLetters:  true,
+		pullBase:     100 * time.Millisecond,
+		pullMax:      5 * time.Second,
+
+		outageLogEvery: 30 * time.Second,
+		refreshEvery:   30 * time.Second,
 	}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	o.pullBase = max(o.pullBase, time.Millisecond)
+	o.pullMax = max(o.pullMax, o.pullBase)
+	if q.consumer == nil {
+		return fmt.Errorf("queue: consume %s: this queue was opened for publishing only", q.cfg.Consumer)
 	}
 
 	if o.deadLetters {
@@ -122,7 +153,16 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
+	outage := newOutage(q, o)
+	lastRefresh := time.Now()
+
 	for ctx.Err() == nil {
+		if time.Since(lastRefresh) >= o.refreshEvery {
+			refreshCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			q.refreshConsumer(refreshCtx)
+			cancel()
+			lastRefresh = time.Now()
+		}
 		// Pull only as many jobs as there are free workers: a pulled job's
 		// AckWait is already running.
 		select {
@@ -153,11 +193,7 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 			if errors.Is(err, nats.ErrConnectionClosed) {
 				return fmt.Errorf("queue: consume %s: %w", q.cfg.Consumer, err)
 			}
-			q.log.Warn("queue: fetch failed", "stream", q.cfg.Stream, "error", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-			}
+			outage.wait(ctx, err)
 			continue
 		}
 		used := 0
@@ -179,12 +215,71 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 		for range free - used {
 			<-slots
 		}
-		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) &&
-			!errors.Is(err, context.DeadlineExceeded) {
-			q.log.Warn("queue: fetch ended", "stream", q.cfg.Stream, "error", err)
+		err = batch.Error()
+		switch {
+		case ctx.Err() != nil:
+		case err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, nats.ErrTimeout) || used > 0:
+			outage.end()
+		case errors.Is(err, nats.ErrConnectionClosed):
+			return fmt.Errorf("queue: consume %s: %w", q.cfg.Consumer, err)
+		default:
+			outage.wait(ctx, err)
 		}
 	}
 	return nil
+}
+
+// outage paces and logs a pull loop while its pulls fail: one warning when
+// the failures begin, then at most one per outageLogEvery, one info when a
+// pull works again; between failed pulls a pause that doubles up to
+// pullMax. Each failed pull is logged at debug.
+type outage struct {
+	q *Queue
+	o consumeOptions
+
+	since    time.Time // zero: no outage
+	failures int
+	lastLog  time.Time
+	delay    time.Duration
+}
+
+func newOutage(q *Queue, o consumeOptions) *outage { return &outage{q: q, o: o} }
+
+// wait records a failed pull and pauses before the next one.
+func (u *outage) wait(ctx context.Context, err error) {
+	now := time.Now()
+	u.failures++
+	switch {
+	case u.since.IsZero():
+		u.since, u.lastLog, u.delay = now, now, u.o.pullBase
+		u.q.log.Warn("queue: pulling jobs fails (no leader or JetStream unavailable); backing off",
+			"stream", u.q.cfg.Stream, "consumer", u.q.cfg.Consumer, "error", err)
+	default:
+		u.delay = min(2*u.delay, u.o.pullMax)
+		if now.Sub(u.lastLog) >= u.o.outageLogEvery {
+			u.lastLog = now
+			u.q.log.Warn("queue: pulling jobs still fails", "stream", u.q.cfg.Stream, "consumer", u.q.cfg.Consumer,
+				"for", now.Sub(u.since).Round(time.Millisecond), "failed_pulls", u.failures, "error", err)
+		}
+	}
+	u.q.log.Debug("queue: pull failed", "stream", u.q.cfg.Stream, "attempt", u.failures, "retry_in", u.delay, "error", err)
+	t := time.NewTimer(u.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// end records a pull that worked, closing an outage if there was one.
+func (u *outage) end() {
+	if u.since.IsZero() {
+		return
+	}
+	u.q.log.Info("queue: pulling jobs works again", "stream", u.q.cfg.Stream, "consumer", u.q.cfg.Consumer,
+		"after", time.Since(u.since).Round(time.Millisecond), "failed_pulls", u.failures)
+	u.since, u.failures, u.delay = time.Time{}, 0, 0
 }
 
 func (q *Queue) handle(ctx, consumeCtx context.Context, h Handler, msg jetstream.Msg, o consumeOptions) {
@@ -305,8 +400,13 @@ func (q *Queue) newDelivery(msg jetstream.Msg, o consumeOptions) (*Delivery, err
 
 // Final reports whether this is the last delivery JetStream will make:
 // failing now dead-letters the job.
+//
+// The limit is the consumer's max deliver as it is on the server (as last
+// read), whatever this process was configured with; a consumer without a
+// limit never has a final delivery.
 func (d *Delivery) Final() bool {
-	return d.NumDelivered >= uint64(d.q.cfg.MaxDeliver)
+	limit := d.q.Config().MaxDeliver
+	return limit > 0 && d.NumDelivered >= uint64(limit)
 }
 
 // RetryDelay is the nak delay for this delivery.
@@ -382,14 +482,31 @@ func (d *Delivery) InProgress() error {
 	return d.msg.InProgress()
 }
 
+// progressWait is the shortest time the consumer on the server lets a job
+// go without progress: its ack wait, or the shortest of its backoff steps.
+func (q *Queue) progressWait() time.Duration {
+	c := q.Config()
+	wait := c.AckWait
+	for _, b := range c.BackOff {
+		if b > 0 && (wait <= 0 || b < wait) {
+			wait = b
+		}
+	}
+	if wait <= 0 {
+		wait = DefaultAckWait
+	}
+	return wait
+}
+
 // KeepAlive signals progress every AckWait/3 until the returned stop is
-// called or ctx ends. Use it around long work.
+// called or ctx ends. Use it around long work. AckWait is the consumer's
+// on the server, as last read.
 func (d *Delivery) KeepAlive(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(max(d.q.cfg.AckWait/3, 10*time.Millisecond))
+		t := time.NewTicker(max(d.q.progressWait()/3, 10*time.Millisecond))
 		defer t.Stop()
 		for {
 			select {

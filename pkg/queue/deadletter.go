@@ -270,15 +270,11 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("queue: stream %s: %w", q.cfg.Stream, unavailable(err))
 	}
-	ci, err := q.consumer.Info(ctx)
-	if err != nil {
-		return Stats{}, fmt.Errorf("queue: consumer %s: %w", q.cfg.Consumer, unavailable(err))
-	}
 	di, err := q.dlq.Info(ctx)
 	if err != nil {
 		return Stats{}, fmt.Errorf("queue: stream %s: %w", q.cfg.DLQStream, unavailable(err))
 	}
-	return Stats{
+	st := Stats{
 		Stream:      q.cfg.Stream,
 		Messages:    si.State.Msgs,
 		Bytes:       si.State.Bytes,
@@ -286,13 +282,33 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		LastSeq:     si.State.LastSeq,
 		Oldest:      oldest(si.State.Msgs, si.State.FirstTime),
 		Consumer:    q.cfg.Consumer,
-		Pending:     ci.NumPending,
-		AckPending:  ci.NumAckPending,
-		Redelivered: ci.NumRedelivered,
-		Waiting:     ci.NumWaiting,
 		DLQStream:   q.cfg.DLQStream,
 		DeadLetters: di.State.Msgs,
-	}, nil
+	}
+	var ci *jetstream.ConsumerInfo
+	if q.consumer != nil {
+		ci, err = q.consumer.Info(ctx)
+	} else {
+		// A publisher has no handle on the workers' consumer; look.
+		var c jetstream.Consumer
+		c, err = q.stream.Consumer(ctx, q.cfg.Consumer)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			// No worker has started yet: nothing was delivered.
+			st.Pending = st.Messages
+			return st, nil
+		}
+		if err == nil {
+			ci = c.CachedInfo()
+		}
+	}
+	if err != nil {
+		return Stats{}, fmt.Errorf("queue: consumer %s: %w", q.cfg.Consumer, unavailable(err))
+	}
+	st.Pending = ci.NumPending
+	st.AckPending = ci.NumAckPending
+	st.Redelivered = ci.NumRedelivered
+	st.Waiting = ci.NumWaiting
+	return st, nil
 }
 
 func oldest(msgs uint64, first time.Time) time.Time {

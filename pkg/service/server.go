@@ -49,10 +49,12 @@ type Server struct {
 	// webhook reads it while the server starts.
 	registryHost atomic.Pointer[string]
 	embedded     bool
-	dataDir      *datadir.Lock
-	dsn          string
-	natsURL      string
-	secret       string
+	// publishOnly: this process publishes jobs and runs no workers.
+	publishOnly bool
+	dataDir     *datadir.Lock
+	dsn         string
+	natsURL     string
+	secret      string
 }
 
 // Start brings up everything but the workers: embedded parts, connections,
@@ -130,20 +132,27 @@ func (s *Server) startEmbedded() error {
 	return nil
 }
 
-// connect opens the queue and the store. NATS reconnects forever: a worker
-// outlives a NATS restart.
+// connect opens the queue and the store. NATS reconnects forever, to any
+// server of a cluster (--nats-url may list several): a worker outlives a
+// NATS restart and a node's loss. Workers bind to the streams and the
+// consumer as they are on the server, creating what is missing; a process
+// that only publishes (publishOnly: one-off backfill) leaves the consumer
+// to the workers.
 func (s *Server) connect(ctx context.Context) error {
-	nc, err := nats.Connect(s.natsURL, nats.Name("soci-indexer"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second))
+	nc, err := queue.Connect(s.natsURL, "soci-indexer", s.log)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", s.natsURL, err)
+		return fmt.Errorf("connect to NATS at %s: %w", redactURL(s.natsURL), err)
 	}
 	s.nc = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if s.queue, err = queue.New(ctx, js, QueueConfig(s.cfg), queue.WithLogger(s.log)); err != nil {
+	open := queue.New
+	if s.publishOnly {
+		open = queue.NewPublisher
+	}
+	if s.queue, err = open(ctx, js, QueueConfig(s.cfg), queue.WithLogger(s.log)); err != nil {
 		return err
 	}
 	s.metrics.WatchQueue(s.queue.Stats)
@@ -164,6 +173,7 @@ func QueueConfig(cfg config.Config) queue.Config {
 		Stream:        cfg.Stream,
 		SubjectPrefix: cfg.Subject,
 		Consumer:      cfg.Consumer,
+		Replicas:      cfg.Replicas,
 		MaxDeliver:    cfg.MaxDeliver,
 		AckWait:       cfg.AckWait,
 	}
@@ -540,7 +550,7 @@ func OpenBackfiller(ctx context.Context, cfg config.Config, log *slog.Logger) (b
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL}
+	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, publishOnly: true}
 	if cfg.UseEmbedded() {
 		running, err := datadir.Dir(cfg.DataDir).Running()
 		if err != nil {

@@ -16,7 +16,10 @@ import (
 )
 
 // Serve runs the webhook server described by s until ctx ends: it connects
-// to NATS, creates or updates the job streams, and serves the Handler on
+// to NATS (one server or a cluster: s.NATSURL may list several), binds to
+// the job streams (creating those that are missing; it never changes one
+// that exists, and never touches the workers' consumer), and serves the
+// Handler on
 // s.Listen (HTTPS when a certificate and key are set). If ln is not nil it
 // is used instead of s.Listen. On return, in-flight requests have been
 // answered and the NATS connection drained.
@@ -25,16 +28,16 @@ func Serve(ctx context.Context, s Settings, ln net.Listener, log *slog.Logger) e
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return errors.New("webhook: tls-cert and tls-key go together")
 	}
-	nc, err := nats.Connect(s.NATSURL,
-		nats.Name("soci-indexer-webhook"),
+	if s.Queue.AckWait != 0 || s.Queue.MaxDeliver != 0 {
+		log.Warn("webhook: queue.ack_wait and queue.max_deliver are ignored: the consumer belongs to the workers "+
+			"(set them on the workers, or change them with `indexer queue setup`)",
+			"ack_wait", s.Queue.AckWait, "max_deliver", s.Queue.MaxDeliver)
+	}
+	nc, err := queue.Connect(s.NATSURL, "soci-indexer-webhook", log,
 		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
 		// Fail publishes at once while disconnected, so the registry gets
 		// a 503 and retries, rather than a buffered publish nobody waits for.
 		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("webhook: NATS disconnected", "error", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("webhook: NATS reconnected", "url", c.ConnectedUrl()) }),
 	)
 	if err != nil {
 		return fmt.Errorf("webhook: connect to NATS: %w", err)
@@ -87,11 +90,11 @@ func Serve(ctx context.Context, s Settings, ln net.Listener, log *slog.Logger) e
 	return nil
 }
 
-// openQueue sets up the streams, waiting for NATS if it is not up yet.
+// openQueue binds to the streams, waiting for NATS if it is not up yet.
 func openQueue(ctx context.Context, js jetstream.JetStream, cfg queue.Config, log *slog.Logger) (*queue.Queue, error) {
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		q, err := queue.New(attemptCtx, js, cfg, queue.WithLogger(log))
+		q, err := queue.NewPublisher(attemptCtx, js, cfg, queue.WithLogger(log))
 		cancel()
 		if err == nil {
 			return q, nil

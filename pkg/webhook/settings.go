@@ -44,11 +44,14 @@ type QueueSettings struct {
 	Replicas      int           `yaml:"replicas"`
 	MemoryStorage bool          `yaml:"memory_storage"`
 	Duplicates    time.Duration `yaml:"duplicates"`
-	MaxDeliver    int           `yaml:"max_deliver"`
-	AckWait       time.Duration `yaml:"ack_wait"`
+	// MaxDeliver and AckWait are ignored: the workers' consumer owns
+	// them. They are still read, so older configuration files load.
+	MaxDeliver int           `yaml:"max_deliver"`
+	AckWait    time.Duration `yaml:"ack_wait"`
 }
 
-// QueueConfig converts to queue.Config.
+// QueueConfig converts to queue.Config. Replicas, storage and the dedup
+// window apply only to a stream the webhook creates because it is missing.
 func (q QueueSettings) QueueConfig() queue.Config {
 	return queue.Config{
 		Stream: q.Stream, SubjectPrefix: q.SubjectPrefix, DLQStream: q.DLQStream, DLQPrefix: q.DLQPrefix,
@@ -68,7 +71,6 @@ func DefaultSettings() Settings {
 			Stream: queue.DefaultStream, SubjectPrefix: queue.DefaultSubjectPrefix,
 			DLQStream: queue.DefaultDLQStream, DLQPrefix: queue.DefaultDLQPrefix,
 			Consumer: queue.DefaultConsumer, Replicas: 1, Duplicates: queue.DefaultDuplicates,
-			MaxDeliver: queue.DefaultMaxDeliver, AckWait: queue.DefaultAckWait,
 		},
 		Webhook: Config{
 			MaxBodyBytes:   DefaultMaxBodyBytes,
@@ -102,11 +104,11 @@ func (s *Settings) table() []setting {
 		{"queue-dlq-stream", "QUEUE_DLQ_STREAM", "dead-letter stream", (*stringValue)(&s.Queue.DLQStream)},
 		{"queue-dlq-prefix", "QUEUE_DLQ_PREFIX", "subject prefix of dead letters", (*stringValue)(&s.Queue.DLQPrefix)},
 		{"queue-consumer", "QUEUE_CONSUMER", "durable consumer shared by the workers", (*stringValue)(&s.Queue.Consumer)},
-		{"queue-replicas", "QUEUE_REPLICAS", "stream replicas", (*intValue)(&s.Queue.Replicas)},
-		{"queue-memory", "QUEUE_MEMORY", "keep streams in memory instead of files", (*boolValue)(&s.Queue.MemoryStorage)},
-		{"queue-duplicates", "QUEUE_DUPLICATES", "deduplication window", (*durationValue)(&s.Queue.Duplicates)},
-		{"queue-max-deliver", "QUEUE_MAX_DELIVER", "deliveries of a job before it is dead-lettered", (*intValue)(&s.Queue.MaxDeliver)},
-		{"queue-ack-wait", "QUEUE_ACK_WAIT", "time a worker may hold a job without progress", (*durationValue)(&s.Queue.AckWait)},
+		{"queue-replicas", "QUEUE_REPLICAS", "replicas of a stream the webhook creates (an existing stream is kept as it is)", (*intValue)(&s.Queue.Replicas)},
+		{"queue-memory", "QUEUE_MEMORY", "keep streams the webhook creates in memory instead of files", (*boolValue)(&s.Queue.MemoryStorage)},
+		{"queue-duplicates", "QUEUE_DUPLICATES", "deduplication window of a stream the webhook creates", (*durationValue)(&s.Queue.Duplicates)},
+		{"queue-max-deliver", "QUEUE_MAX_DELIVER", "ignored (the workers' consumer sets it); accepted for older configurations", (*intValue)(&s.Queue.MaxDeliver)},
+		{"queue-ack-wait", "QUEUE_ACK_WAIT", "ignored (the workers' consumer sets it); accepted for older configurations", (*durationValue)(&s.Queue.AckWait)},
 
 		{"max-body-bytes", "MAX_BODY_BYTES", "largest accepted request body", (*int64Value)(&s.Webhook.MaxBodyBytes)},
 		{"publish-timeout", "PUBLISH_TIMEOUT", "wait for JetStream's ack before answering 503", (*durationValue)(&s.Webhook.PublishTimeout)},

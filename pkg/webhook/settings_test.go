@@ -50,7 +50,7 @@ webhook:
 		"stream from flag over env":      {s.Queue.Stream, "FLAG_STREAM"},
 		"max deliver from file":          {s.Queue.MaxDeliver, 7},
 		"duplicates from file":           {s.Queue.Duplicates, 30 * time.Minute},
-		"ack wait default":               {s.Queue.AckWait, 5 * time.Minute},
+		"ack wait default (unset)":       {s.Queue.AckWait, time.Duration(0)},
 		"publish timeout from file":      {s.Webhook.PublishTimeout, 3 * time.Second},
 		"default token applied":          {s.Webhook.Distribution.Token, "from-file"},
 		"own token kept":                 {s.Webhook.Harbor.Token, "harbor-file"},

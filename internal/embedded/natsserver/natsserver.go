@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"sync"
 	"time"
 
@@ -28,15 +29,32 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the server to accept
 	// connections; default 10s.
 	ReadyTimeout time.Duration
+	// Name is the server's name, unique within a cluster; default
+	// "soci-indexer-embedded".
+	Name string
+	// Cluster, if set, makes the server a node of a JetStream cluster.
+	Cluster *ClusterOptions
+}
+
+// ClusterOptions make a server one node of a cluster.
+type ClusterOptions struct {
+	// Name of the cluster, the same on every node.
+	Name string
+	// Port for routes from the other nodes; zero picks a free one. A
+	// restarted node listens on the port it had.
+	Port int
+	// Routes are the other nodes' route URLs (nats-route://host:port).
+	Routes []string
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
 	opts Options
 
-	mu   sync.Mutex
-	ns   *server.Server
-	port int
+	mu          sync.Mutex
+	ns          *server.Server
+	port        int
+	clusterPort int
 }
 
 // ErrNotRunning is returned by Stop when the server is already stopped.
@@ -53,9 +71,18 @@ func Start(opts Options) (*Server, error) {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 10 * time.Second
 	}
+	if opts.Name == "" {
+		opts.Name = "soci-indexer-embedded"
+	}
 	s := &Server{opts: opts, port: opts.Port}
 	if s.port == 0 {
 		s.port = server.RANDOM_PORT
+	}
+	if opts.Cluster != nil {
+		s.clusterPort = opts.Cluster.Port
+		if s.clusterPort == 0 {
+			s.clusterPort = server.RANDOM_PORT
+		}
 	}
 	if err := s.start(); err != nil {
 		return nil, err
@@ -65,13 +92,23 @@ func Start(opts Options) (*Server, error) {
 
 func (s *Server) start() error {
 	sopts := &server.Options{
-		ServerName: "soci-indexer-embedded",
+		ServerName: s.opts.Name,
 		Host:       s.opts.Host,
 		Port:       s.port,
 		JetStream:  true,
 		StoreDir:   s.opts.StoreDir,
 		NoSigs:     true,
 		NoLog:      s.opts.Logger == nil,
+	}
+	if c := s.opts.Cluster; c != nil {
+		sopts.Cluster = server.ClusterOpts{Name: c.Name, Host: s.opts.Host, Port: s.clusterPort}
+		for _, r := range c.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return fmt.Errorf("embedded nats-server: route %q: %w", r, err)
+			}
+			sopts.Routes = append(sopts.Routes, u)
+		}
 	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
@@ -89,6 +126,9 @@ func (s *Server) start() error {
 	if addr, ok := ns.Addr().(*net.TCPAddr); ok {
 		s.port = addr.Port
 	}
+	if addr := ns.ClusterAddr(); addr != nil && s.opts.Cluster != nil {
+		s.clusterPort = addr.Port
+	}
 	s.ns = ns
 	return nil
 }
@@ -96,6 +136,16 @@ func (s *Server) start() error {
 // ClientURL is the URL clients connect to, e.g. "nats://127.0.0.1:41234".
 func (s *Server) ClientURL() string {
 	return fmt.Sprintf("nats://%s:%d", s.opts.Host, s.Port())
+}
+
+// Name is the server's name.
+func (s *Server) Name() string { return s.opts.Name }
+
+// Running reports whether the server is up (not stopped).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ns != nil
 }
 
 // Port is the port the server listens on.
