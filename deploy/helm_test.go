@@ -847,7 +847,7 @@ func TestHelmChartRunsTheBinaries(t *testing.T) {
 		"--set", "worker.shutdownGraceSeconds=5",
 		"--set", "registry.plainHTTP[0]="+regAddr,
 		"--set", "worker.config.min_layer_size=0",
-		"--set", "worker.config.span_size=131072",
+		"--set", "worker.config.span_size=1048576",
 	)
 	c := parseChart(t, r)
 	noExisting := func(ref keyRef) string { t.Fatalf("unresolved secret %+v", ref); return "" }

@@ -39,7 +39,7 @@ func TestManyWorkersSurviveSIGKILL(t *testing.T) {
 	c := newCluster(t, clusterOptions{webhook: true, throttle: 4 << 20, settings: map[string]string{
 		"workers":        "2",
 		"min_layer_size": "0",
-		"span_size":      "131072",
+		"span_size":      "1048576",
 		// A killed process's jobs come back after ack_wait.
 		"ack_wait": "3s",
 		// Kills cost deliveries; none of these jobs may run out of them.
