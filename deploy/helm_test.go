@@ -900,7 +900,7 @@ func TestHelmChartRunsTheBinaries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	key := db.JobKey{Registry: reg.Addr(), Repository: "helm/app", Digest: img}
+	key := db.JobKey{Registry: reg.Addr(), Repository: "helm/app", Digest: img, Tag: "v1"}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		job, err := store.Get(context.Background(), key)

@@ -80,7 +80,7 @@ func TestManyWorkersSurviveSIGKILL(t *testing.T) {
 				pushed <- fmt.Errorf("push image %d: %w", i, err)
 				return
 			}
-			keys[i] = db.JobKey{Registry: c.workerRegistry, Repository: "scale/app", Digest: desc.Digest.String()}
+			keys[i] = db.JobKey{Registry: c.workerRegistry, Repository: "scale/app", Digest: desc.Digest.String(), Tag: fmt.Sprintf("v%d", i)}
 		}
 	}()
 
