@@ -20,7 +20,10 @@ type LockSession interface {
 	Close()
 }
 
-var errLockSessionClosed = errors.New("lock session closed")
+var (
+	errLockSessionClosed = errors.New("lock session closed")
+	errStoreClosed       = errors.New("store closed")
+)
 
 // lockAlone takes one lock on a session of its own, given back on unlock.
 func lockAlone(ctx context.Context, s interface {

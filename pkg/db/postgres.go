@@ -30,6 +30,7 @@ type postgresStore struct {
 	// a connection from the map (the session or Close) owns it.
 	mu        sync.Mutex
 	lockConns map[*pgxpool.Conn]*pgLockSession
+	closed    bool // no new lock session after Close
 }
 
 var _ Store = (*postgresStore)(nil)
@@ -98,9 +99,10 @@ func (s *postgresStore) Close() error {
 	s.mu.Lock()
 	held := s.lockConns
 	s.lockConns = map[*pgxpool.Conn]*pgLockSession{}
+	s.closed = true
 	s.mu.Unlock()
-	for _, l := range held {
-		l.closeForStore()
+	for conn, l := range held {
+		l.closeForStore(conn)
 	}
 	s.lockPool.Close()
 	s.pool.Close()
@@ -123,8 +125,17 @@ func (s *postgresStore) LockSession(ctx context.Context) (LockSession, error) {
 	l := &pgLockSession{store: s, conn: conn, held: map[string]int{}}
 	l.stopCtx, l.stop = context.WithCancel(context.Background())
 	s.mu.Lock()
-	s.lockConns[conn] = l
+	closed := s.closed
+	if !closed {
+		s.lockConns[conn] = l
+	}
 	s.mu.Unlock()
+	if closed {
+		// Close ran while the connection was being acquired: the pool's Close
+		// waits for it.
+		conn.Release()
+		return nil, fmt.Errorf("db: lock session: %w", errStoreClosed)
+	}
 	return l, nil
 }
 
@@ -151,15 +162,15 @@ func (l *pgLockSession) queryContext(ctx context.Context) (context.Context, cont
 }
 
 // closeForStore is the store's Close of a session still open: it ends the
-// query in flight, then closes the connection, which drops its locks.
-func (l *pgLockSession) closeForStore() {
+// query in flight, then closes conn, which drops its locks. Close took conn
+// out of the map, so it is the store's to close even if the session has
+// let go of it meanwhile (closeLocked found it not owned).
+func (l *pgLockSession) closeForStore(conn *pgxpool.Conn) {
 	l.stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.conn != nil {
-		closeHijacked(l.conn)
-		l.conn, l.held = nil, nil
-	}
+	l.conn, l.held = nil, nil
+	closeHijacked(conn)
 }
 
 // Lock polling backs off from lockPollMin to lockPollMax.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,7 +190,7 @@ func TestPostgresConnectionLoss(t *testing.T) {
 		_, err := pool.Exec(ctx, "SELECT pg_sleep(5)")
 		sleeping <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitActive(t, name, "SELECT pg_sleep(5)")
 	killed := testpg.TerminateConnections(t, name)
 	if killed < 3 {
 		t.Fatalf("terminated %d backends, want at least 3", killed)
@@ -283,5 +285,75 @@ func TestPostgresLockSessionsOutnumberThePool(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatalf("job with two locks on a pool of 2: %v", err)
 		}
+	}
+}
+
+// waitActive waits until a session of database name runs query.
+func waitActive(t *testing.T, name, query string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, testpg.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for {
+		var n int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = $1 AND state = 'active' AND query = $2`, name, query).Scan(&n)
+		if err != nil {
+			t.Fatalf("waiting for %q to run: %v", query, err)
+		}
+		if n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPostgresCloseWhileSessionsClose: Close runs while sessions open,
+// lock, unlock and close on other goroutines. Every lock connection is
+// given back or closed, so Close returns (it waits for the lock pool).
+func TestPostgresCloseWhileSessionsClose(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for round := range 5 {
+		s, err := Open(ctx, newPostgresDSN(t), WithMaxLockConns(4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cycles atomic.Int64
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for {
+					sess, err := s.LockSession(ctx)
+					if err != nil {
+						return // the store closed
+					}
+					unlock, err := sess.Lock(ctx, fmt.Sprint("key ", w%3))
+					if err == nil {
+						cycles.Add(1)
+						unlock()
+					}
+					sess.Close()
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+		for cycles.Load() < 20 {
+			time.Sleep(time.Millisecond)
+		}
+		closed := make(chan struct{})
+		go func() { s.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: Close has not returned after 30 s: a lock connection was neither released nor closed", round)
+		}
+		wg.Wait()
 	}
 }

@@ -616,10 +616,20 @@ func TestNATSDownRegistryRetries(t *testing.T) {
 		jobs = storedJobs(t, js, qc.Stream)
 		return len(jobs) > 0
 	})
-	// Let any further retries land, then count again.
-	time.Sleep(500 * time.Millisecond)
-	jobs = storedJobs(t, js, qc.Stream)
-	if len(jobs) != 1 || jobs[0].Digest != image.Digest.String() {
-		t.Fatalf("jobs %+v, want exactly the pushed image", jobs)
+	// The registry delivers one endpoint's events in order, retrying each
+	// until it is answered: once the job of an image pushed after it is
+	// stored, every retry of the first event has landed.
+	sentinel := pushImage(t, newRepo(t, reg, "team/app"), "v2", "sentinel")
+	eventually(t, 30*time.Second, "the job of the image pushed after", func() bool {
+		jobs = storedJobs(t, js, qc.Stream)
+		for _, j := range jobs {
+			if j.Digest == sentinel.Digest.String() {
+				return true
+			}
+		}
+		return false
+	})
+	if len(jobs) != 2 || jobs[0].Digest != image.Digest.String() {
+		t.Fatalf("jobs %+v, want exactly the pushed image, then the one pushed after", jobs)
 	}
 }
