@@ -469,3 +469,35 @@ func grepLines(text, s string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestAllInOneRefusesOtherRegistries: the all-in-one server's allow-list is
+// its embedded registry. An authenticated event naming another host is
+// dropped at the webhook (counted under reason "registry") and never
+// becomes a job; an event for the embedded registry right after is indexed.
+func TestAllInOneRefusesOtherRegistries(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegistryListen = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	img := pushImage(t, s.RegistryAddr(), "allow/app", "v1", testLayerSize, testLayerSize)
+
+	postEvent(t, s, distributionEnvelope("evil", "evil.example:5000", "allow/app", "v1", img))
+	text := scrape(t, s)
+	if !strings.Contains(text, `soci_indexer_webhook_events_dropped_total{reason="registry",source="distribution"} 1`) {
+		t.Fatalf("the event for another host was not dropped for its registry:\n%s", grepLines(text, "webhook_events"))
+	}
+
+	postEvent(t, s, distributionEnvelope("good", s.RegistryAddr(), "allow/app", "v1", img))
+	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "allow/app", Digest: img.Digest.String(), Tag: "v1"},
+		20*time.Second, db.JobSucceeded)
+	evil := db.JobKey{Registry: "evil.example:5000", Repository: "allow/app", Digest: img.Digest.String(), Tag: "v1"}
+	if job, err := s.Store().Get(context.Background(), evil); !errors.Is(err, db.ErrJobNotFound) {
+		t.Errorf("job for the host outside the allow-list: %+v, %v; want none", job, err)
+	}
+	stats, err := s.Queue().Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Messages != 0 || stats.DeadLetters != 0 {
+		t.Errorf("queue %+v after the run, want empty", stats)
+	}
+}

@@ -268,8 +268,14 @@ func (h *Handler) serveIngest(w http.ResponseWriter, r *http.Request, ep endpoin
 			res.Dropped++
 			h.metrics.events.WithLabelValues(job.Source, OutcomeDropped).Inc()
 			h.metrics.dropped.WithLabelValues(job.Source, reason).Inc()
-			log.Debug("webhook: event dropped", "reason", reason, "action", ev.SourceAction,
-				"repository", job.Repository, "digest", job.Digest, "tag", job.Tag)
+			// Blob and pull events are routine noise; a registry outside the
+			// allow-list is a misconfiguration or an attempt worth seeing.
+			level := slog.LevelDebug
+			if reason == DropRegistry {
+				level = slog.LevelWarn
+			}
+			log.Log(r.Context(), level, "webhook: event dropped", "reason", reason, "action", ev.SourceAction,
+				"registry", job.Registry, "repository", job.Repository, "digest", job.Digest, "tag", job.Tag)
 			continue
 		}
 		if seen[job.Key()] {
