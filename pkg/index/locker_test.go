@@ -3,6 +3,7 @@ package index
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -29,23 +30,25 @@ func TestLocalLocker(t *testing.T) {
 	}
 
 	// And is handed over once released.
-	got := make(chan struct{})
+	// The waiter's acquisition is the event checked: it must come after
+	// the release, whenever it comes.
+	var released atomic.Bool
+	got := make(chan bool)
 	go func() {
 		u, err := l.Lock(ctx, "a")
 		if err == nil {
 			u()
 		}
-		close(got)
+		got <- err == nil && released.Load()
 	}()
-	select {
-	case <-got:
-		t.Fatal("lock acquired while held")
-	case <-time.After(20 * time.Millisecond):
-	}
+	released.Store(true)
 	unlock()
 	unlock() // a second call is harmless
 	select {
-	case <-got:
+	case ok := <-got:
+		if !ok {
+			t.Fatal("lock acquired while held")
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("lock not handed over")
 	}
