@@ -90,6 +90,10 @@ type Config struct {
 	BackfillTargets  []string
 	BackfillSince    time.Duration
 	BackfillRetry    bool
+	// BackfillConcurrency repositories are walked at once; BackfillRPS
+	// caps the backfill's registry requests per second (0: no cap).
+	BackfillConcurrency int
+	BackfillRPS         int
 }
 
 // Setting describes one setting. Flag is without the leading dashes.
@@ -227,6 +231,11 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		b("backfill_retry_failed", "retry-failed", "INDEXER_BACKFILL_RETRY_FAILED", "false",
 			"backfill: enqueue again the images whose job failed for good (after fixing what failed them)",
 			boolean(&c.BackfillRetry, false)),
+		b("backfill_concurrency", "backfill-concurrency", "INDEXER_BACKFILL_CONCURRENCY", "4",
+			"backfill: repositories walked at once (0: 4)", integer(&c.BackfillConcurrency, 4)),
+		b("backfill_rps", "backfill-rps", "INDEXER_BACKFILL_RPS", "50",
+			"backfill: registry requests per second at most, for registries that throttle (0: no limit)",
+			integer(&c.BackfillRPS, 50)),
 	}
 }
 
@@ -370,6 +379,10 @@ func (c *Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		return fmt.Errorf("%w: ack wait must be at least 1s, got %s", ErrInvalid, c.AckWait)
+	}
+	if c.BackfillConcurrency < 0 || c.BackfillRPS < 0 {
+		return fmt.Errorf("%w: backfill concurrency and requests per second must be >= 0, got %d and %d",
+			ErrInvalid, c.BackfillConcurrency, c.BackfillRPS)
 	}
 	if c.BackfillInterval > 0 && len(c.BackfillTargets) == 0 {
 		return fmt.Errorf("%w: --backfill-interval needs at least one --backfill-target", ErrInvalid)

@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
@@ -41,7 +45,18 @@ type Backfiller struct {
 	metrics   *Metrics
 	log       *slog.Logger
 	now       func() time.Time
+	// concurrency repositories are walked at once; pageSize is the n of
+	// catalog and tag list requests; limiter paces every registry request.
+	concurrency int
+	pageSize    int
+	limiter     *rate.Limiter
 }
+
+// Backfill defaults.
+const (
+	DefaultBackfillConcurrency = 4
+	DefaultBackfillPageSize    = 100
+)
 
 // BackfillOption configures a Backfiller.
 type BackfillOption func(*Backfiller)
@@ -77,6 +92,64 @@ func WithIndexedBy(w *Worker) BackfillOption {
 	return func(b *Backfiller) { b.worker = w }
 }
 
+// WithBackfillConcurrency walks n repositories at once (default 4).
+func WithBackfillConcurrency(n int) BackfillOption {
+	return func(b *Backfiller) {
+		if n > 0 {
+			b.concurrency = n
+		}
+	}
+}
+
+// WithBackfillRate sends at most rps registry requests per second (catalog,
+// tag lists, manifests), in bursts of at most the concurrency; 0 means no
+// limit. Registries throttle clients that go faster (429).
+func WithBackfillRate(rps int) BackfillOption {
+	return func(b *Backfiller) {
+		if rps > 0 {
+			b.limiter = rate.NewLimiter(rate.Limit(rps), 1)
+		} else {
+			b.limiter = nil
+		}
+	}
+}
+
+// WithBackfillPageSize asks the registry for n repositories or tags per
+// page of the catalog and tag lists (default 100).
+func WithBackfillPageSize(n int) BackfillOption {
+	return func(b *Backfiller) {
+		if n > 0 {
+			b.pageSize = n
+		}
+	}
+}
+
+// limitedClient waits for the limiter before each request.
+type limitedClient struct {
+	client  remote.Client
+	limiter *rate.Limiter
+}
+
+func (c limitedClient) Do(req *http.Request) (*http.Response, error) {
+	if err := c.limiter.Wait(req.Context()); err != nil {
+		return nil, err
+	}
+	return c.client.Do(req)
+}
+
+// repo returns a client for one repository, paced and paged.
+func (b *Backfiller) repo(ctx context.Context, host, name string) (*remote.Repository, error) {
+	repo, err := b.repos(ctx, host, name)
+	if err != nil {
+		return nil, err
+	}
+	repo.TagListPageSize = b.pageSize
+	if b.limiter != nil {
+		repo.Client = limitedClient{client: repo.Client, limiter: b.limiter}
+	}
+	return repo, nil
+}
+
 // NewBackfiller returns a Backfiller that reads registries through repos,
 // asks store what is indexed and enqueues through publisher.
 func NewBackfiller(repos RepositoryFunc, store Store, publisher Publisher, opts ...BackfillOption) *Backfiller {
@@ -86,6 +159,9 @@ func NewBackfiller(repos RepositoryFunc, store Store, publisher Publisher, opts 
 		publisher: publisher,
 		log:       slog.New(slog.DiscardHandler),
 		now:       time.Now,
+
+		concurrency: DefaultBackfillConcurrency,
+		pageSize:    DefaultBackfillPageSize,
 	}
 	b.registry = func(host string) (*remote.Registry, error) {
 		// The catalog call uses the same client settings as repositories.
@@ -98,7 +174,11 @@ func NewBackfiller(repos RepositoryFunc, store Store, publisher Publisher, opts 
 			return nil, fmt.Errorf("registry %s: %w", host, err)
 		}
 		reg.Client = repo.Client
+		if b.limiter != nil {
+			reg.Client = limitedClient{client: repo.Client, limiter: b.limiter}
+		}
 		reg.PlainHTTP = repo.PlainHTTP
+		reg.RepositoryListPageSize = b.pageSize
 		return reg, nil
 	}
 	for _, o := range opts {
@@ -128,102 +208,186 @@ type BackfillStats struct {
 	// Older: created before the WithSince window.
 	Older  int
 	Errors int
+	// ResumedAfter is the repository a catalog walk resumed after: an
+	// earlier run of the same target was interrupted there.
+	ResumedAfter string
+}
+
+// statsCounter adds up the stats of repositories walked at once.
+type statsCounter struct {
+	mu sync.Mutex
+	s  BackfillStats
+}
+
+func (c *statsCounter) add(f func(s *BackfillStats)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f(&c.s)
+}
+
+func (c *statsCounter) get() BackfillStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.s
 }
 
 // Run walks target, "REGISTRY" (every repository of the catalog) or
 // "REGISTRY/REPOSITORY", and enqueues every tagged image not indexed yet.
-// Errors on single tags are logged and counted; the walk goes on. An error
-// is returned when the catalog or a tag list cannot be read, or a job cannot
-// be enqueued.
+// The catalog and the tag lists are read page by page (n and last,
+// following the registry's Link headers), the repositories of a page
+// walked a few at once, so memory does not grow with the registry. After
+// each catalog page the last repository is saved in the database: a walk
+// that is killed or cancelled resumes after it on the next Run of the same
+// target, and a walk that reaches the end starts again from the beginning
+// next time. Errors on single tags are logged and counted; the walk goes
+// on. An error is returned when the catalog or a tag list cannot be read,
+// or a job cannot be enqueued.
 func (b *Backfiller) Run(ctx context.Context, target string) (BackfillStats, error) {
-	var stats BackfillStats
+	var stats statsCounter
 	host, repository, _ := strings.Cut(target, "/")
 	if host == "" {
-		return stats, fmt.Errorf("backfill target %q: want REGISTRY[/REPOSITORY]", target)
+		return BackfillStats{}, fmt.Errorf("backfill target %q: want REGISTRY[/REPOSITORY]", target)
 	}
-	var repositories []string
 	if repository != "" {
-		repositories = []string{repository}
-	} else {
-		reg, err := b.registry(host)
-		if err != nil {
-			return stats, err
+		if err := b.repository(ctx, host, repository, &stats); err != nil {
+			return stats.get(), err
 		}
-		err = reg.Repositories(ctx, "", func(page []string) error {
-			repositories = append(repositories, page...)
-			return nil
-		})
-		if err != nil {
-			return stats, fmt.Errorf("backfill: list repositories of %s: %w", host, err)
-		}
+		stats.add(func(s *BackfillStats) { s.Repositories++ })
+	} else if err := b.catalog(ctx, host, &stats); err != nil {
+		return stats.get(), err
 	}
-	for _, name := range repositories {
-		if err := b.repository(ctx, host, name, &stats); err != nil {
-			return stats, err
-		}
-		stats.Repositories++
-	}
-	b.log.Info("backfill done", "target", target, "repositories", stats.Repositories, "tags", stats.Tags,
-		"enqueued", stats.Enqueued, "duplicates", stats.Duplicates, "indexed", stats.Indexed,
-		"skipped", stats.Skipped, "failed", stats.Failed, "ours", stats.Ours, "older", stats.Older,
-		"errors", stats.Errors)
-	return stats, nil
+	st := stats.get()
+	b.log.Info("backfill done", "target", target, "repositories", st.Repositories, "tags", st.Tags,
+		"enqueued", st.Enqueued, "duplicates", st.Duplicates, "indexed", st.Indexed,
+		"skipped", st.Skipped, "failed", st.Failed, "ours", st.Ours, "older", st.Older,
+		"errors", st.Errors, "resumed_after", st.ResumedAfter)
+	return st, nil
 }
 
-func (b *Backfiller) repository(ctx context.Context, host, name string, stats *BackfillStats) error {
-	repo, err := b.repos(ctx, host, name)
+// catalog walks every repository of host's catalog, from where an
+// interrupted walk stopped.
+func (b *Backfiller) catalog(ctx context.Context, host string, stats *statsCounter) error {
+	reg, err := b.registry(host)
 	if err != nil {
 		return err
 	}
-	var tags []string
-	err = repo.Tags(ctx, "", func(page []string) error {
-		tags = append(tags, page...)
+	last := ""
+	if b.store != nil {
+		p, err := b.store.BackfillProgress(ctx, host)
+		switch {
+		case errors.Is(err, db.ErrNoBackfillProgress):
+		case err != nil:
+			return fmt.Errorf("backfill: %w", err)
+		default:
+			last = p.LastRepository
+			stats.add(func(s *BackfillStats) { s.ResumedAfter = last })
+			b.log.Info("backfill: resuming an interrupted walk", "registry", host, "after", last,
+				"repositories_before", p.Repositories, "started_at", p.StartedAt)
+		}
+	}
+	err = reg.Repositories(ctx, last, func(page []string) error {
+		before := stats.get()
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(b.concurrency)
+		for _, name := range page {
+			g.Go(func() error {
+				if err := b.repository(gctx, host, name, stats); err != nil {
+					return err
+				}
+				stats.add(func(s *BackfillStats) { s.Repositories++ })
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		if b.store != nil && len(page) > 0 {
+			after := stats.get()
+			// A cancelled walk keeps the progress it saved before.
+			if err := b.store.SaveBackfillProgress(context.WithoutCancel(ctx), host, page[len(page)-1],
+				int64(after.Repositories-before.Repositories), int64(after.Tags-before.Tags)); err != nil {
+				return fmt.Errorf("backfill: %w", err)
+			}
+		}
 		return nil
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("backfill: list repositories of %s: %w", host, err)
+	}
+	if b.store != nil {
+		if err := b.store.FinishBackfill(ctx, host); err != nil {
+			return fmt.Errorf("backfill: %w", err)
+		}
+	}
+	return nil
+}
+
+func (b *Backfiller) repository(ctx context.Context, host, name string, stats *statsCounter) error {
+	repo, err := b.repo(ctx, host, name)
+	if err != nil {
+		return err
+	}
+	err = repo.Tags(ctx, "", func(page []string) error {
+		for _, tag := range page {
+			if err := b.tag(ctx, repo, host, name, tag, stats); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("backfill: list tags of %s/%s: %w", host, name, err)
 	}
-	for _, tag := range tags {
-		if index.IsReferrersTag(tag) {
-			continue
-		}
-		stats.Tags++
-		log := b.log.With("registry", host, "repository", name, "tag", tag)
-		job, verdict, err := b.check(ctx, repo, host, name, tag)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			stats.Errors++
-			b.metrics.countBackfill("error")
-			log.Warn("backfill: cannot check image", "error", err)
-			continue
-		}
-		if verdict != backfillEnqueue {
-			*verdict.count(stats)++
-			b.metrics.countBackfill(string(verdict))
-			continue
-		}
-		ack, err := b.publisher.Publish(ctx, job)
-		if err != nil {
-			return fmt.Errorf("backfill: enqueue %s: %w", job.Key(), err)
-		}
-		if ack.Duplicate {
-			stats.Duplicates++
-			b.metrics.countBackfill("duplicate")
-			log.Info("backfill: image already queued", "digest", job.Digest)
-			continue
-		}
-		if b.store != nil {
-			key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest, Tag: tag}
-			if _, err := b.store.UpsertQueued(ctx, key, BackfillSource); err != nil {
-				log.Warn("backfill: cannot record the queued job", "error", err)
-			}
-		}
-		stats.Enqueued++
-		b.metrics.countBackfill("enqueued")
-		log.Info("backfill: image enqueued", "digest", job.Digest)
+	return nil
+}
+
+// tag checks one tag and enqueues its image if it is due.
+func (b *Backfiller) tag(ctx context.Context, repo *remote.Repository, host, name, tag string, stats *statsCounter) error {
+	if index.IsReferrersTag(tag) {
+		return nil
 	}
+	stats.add(func(s *BackfillStats) { s.Tags++ })
+	log := b.log.With("registry", host, "repository", name, "tag", tag)
+	job, verdict, err := b.check(ctx, repo, host, name, tag)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		stats.add(func(s *BackfillStats) { s.Errors++ })
+		b.metrics.countBackfill("error")
+		log.Warn("backfill: cannot check image", "error", err)
+		return nil
+	}
+	if verdict != backfillEnqueue {
+		stats.add(func(s *BackfillStats) { *verdict.count(s)++ })
+		b.metrics.countBackfill(string(verdict))
+		return nil
+	}
+	ack, err := b.publisher.Publish(ctx, job)
+	if err != nil {
+		return fmt.Errorf("backfill: enqueue %s: %w", job.Key(), err)
+	}
+	if ack.Duplicate {
+		stats.add(func(s *BackfillStats) { s.Duplicates++ })
+		b.metrics.countBackfill("duplicate")
+		log.Debug("backfill: image already queued", "digest", job.Digest)
+		return nil
+	}
+	if b.store != nil {
+		key := db.JobKey{Registry: job.Registry, Repository: job.Repository, Digest: job.Digest, Tag: tag}
+		if _, err := b.store.UpsertQueued(ctx, key, BackfillSource); err != nil {
+			log.Warn("backfill: cannot record the queued job", "error", err)
+		}
+	}
+	stats.add(func(s *BackfillStats) { s.Enqueued++ })
+	b.metrics.countBackfill("enqueued")
+	log.Info("backfill: image enqueued", "digest", job.Digest)
 	return nil
 }
 

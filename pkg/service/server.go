@@ -352,6 +352,7 @@ func (s *Server) newWorker() error {
 	)
 	s.backfill = NewBackfiller(s.repos, s.store, s.queue, WithIndexedBy(s.worker),
 		WithSince(s.cfg.BackfillSince), WithRetryFailed(s.cfg.BackfillRetry),
+		WithBackfillConcurrency(s.cfg.BackfillConcurrency), WithBackfillRate(s.cfg.BackfillRPS),
 		WithBackfillMetrics(s.metrics), WithBackfillLogger(s.log))
 	return nil
 }
