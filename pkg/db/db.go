@@ -21,6 +21,7 @@ type Store interface {
 	ArtifactStore
 	JobStore
 	Reporter
+	StatusReader
 	// Locker serialises work on one key (an image's referrers update)
 	// across every user of the database; each Lock holds a session.
 	index.Locker
