@@ -44,6 +44,7 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 		{"JobsPerTag", testJobsPerTag},
 		{"AbandonedAttempt", testAbandonedAttempt},
 		{"LockSession", testLockSession},
+		{"Status", testStatus},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ type Store interface {
 	JobStore
 	Reporter
 	BackfillStore
+	StatusReader
 	// Locker serialises work on one key (an image's referrers update)
 	// across every user of the database; each Lock holds a session.
 	index.Locker

@@ -90,6 +90,9 @@ type sqlReader struct {
 	jsonStrings func(param string) string
 	// throughputSQL selects report_throughput for the last $1 days.
 	throughputSQL string
+	// epochSQL is the SQL of timestamp column col in Unix seconds, for the
+	// status page's throughput buckets (pkg/db/status.go).
+	epochSQL func(col string) string
 }
 
 func postgresReader(pool *pgxpool.Pool) sqlReader {
@@ -104,6 +107,7 @@ func postgresReader(pool *pgxpool.Pool) sqlReader {
 		},
 		throughputSQL: `SELECT day::text, finished, succeeded, skipped, failed, bytes_read, avg_seconds
 			FROM report_throughput WHERE day > current_date - $1::int ORDER BY day`,
+		epochSQL: func(col string) string { return "floor(extract(epoch FROM " + col + "))::bigint" },
 	}
 }
 
@@ -119,6 +123,7 @@ func sqliteReader(db *sql.DB) sqlReader {
 		},
 		throughputSQL: `SELECT day, finished, succeeded, skipped, failed, bytes_read, avg_seconds
 			FROM report_throughput WHERE day > date('now', '-' || $1 || ' days') ORDER BY day`,
+		epochSQL: func(col string) string { return "CAST(strftime('%s', " + col + ") AS INTEGER)" },
 	}
 }
 
