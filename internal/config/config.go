@@ -49,6 +49,7 @@ type Config struct {
 	RegistryListen string
 	Webhook        bool
 	WebhookSecret  string
+	StatusToken    string
 
 	// Queue.
 	Stream       string
@@ -161,6 +162,8 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 			"also serve the webhook endpoints (/hooks/...) on --listen; always on in all-in-one mode", boolean(&c.Webhook, false)),
 		b("webhook_secret", "webhook-secret", "INDEXER_WEBHOOK_SECRET", "",
 			"bearer token the webhook requires from the registry (all-in-one: generated when empty)", str(&c.WebhookSecret, "")),
+		b("status_token", "status-token", "INDEXER_STATUS_TOKEN", "",
+			"read token of the status API and page under /status/ (all-in-one: generated in the data dir when empty; off otherwise when empty)", str(&c.StatusToken, "")),
 
 		b("stream", "stream", "INDEXER_STREAM", "",
 			"JetStream stream name (empty: pkg/queue's default)", str(&c.Stream, "")),

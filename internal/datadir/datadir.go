@@ -152,25 +152,34 @@ func (d Dir) readServer() (Server, error) {
 // WebhookToken returns the token in TokenFile, creating a random one the
 // first time, so that a registry pointed at the webhook keeps working
 // across restarts.
-func (d Dir) WebhookToken() (string, error) {
-	raw, err := os.ReadFile(d.TokenFile())
+func (d Dir) WebhookToken() (string, error) { return d.token(d.TokenFile(), "webhook token") }
+
+// StatusTokenFile holds the read token of the status API and page.
+func (d Dir) StatusTokenFile() string { return d.path("status.token") }
+
+// StatusToken returns the token in StatusTokenFile, creating a random one
+// the first time. It is never the webhook's token.
+func (d Dir) StatusToken() (string, error) { return d.token(d.StatusTokenFile(), "status token") }
+
+func (d Dir) token(file, what string) (string, error) {
+	raw, err := os.ReadFile(file)
 	if err == nil {
 		if tok := strings.TrimSpace(string(raw)); tok != "" {
 			return tok, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("webhook token: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("webhook token: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	tok := hex.EncodeToString(b)
 	if err := os.MkdirAll(string(d), 0o750); err != nil {
-		return "", fmt.Errorf("webhook token: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	if err := os.WriteFile(d.TokenFile(), []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("webhook token: %w", err)
+	if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	return tok, nil
 }

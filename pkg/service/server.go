@@ -22,6 +22,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/status"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -55,6 +56,7 @@ type Server struct {
 	dsn         string
 	natsURL     string
 	secret      string
+	statusToken string
 }
 
 // Start brings up everything but the workers: embedded parts, connections,
@@ -64,7 +66,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server,
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), embedded: cfg.UseEmbedded(),
-		dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, secret: cfg.WebhookSecret}
+		dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, secret: cfg.WebhookSecret, statusToken: cfg.StatusToken}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -126,6 +128,11 @@ func (s *Server) startEmbedded() error {
 	}
 	if s.secret == "" {
 		if s.secret, err = dir.WebhookToken(); err != nil {
+			return err
+		}
+	}
+	if s.statusToken == "" {
+		if s.statusToken, err = dir.StatusToken(); err != nil {
 			return err
 		}
 	}
@@ -195,6 +202,9 @@ func (s *Server) startHTTP() error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	if s.statusToken != "" {
+		mux.Handle("/status/", status.NewHandler(status.New(s.store, s.queue), s.statusToken, s.log))
+	}
 	if s.embedded || s.cfg.Webhook {
 		if s.secret == "" {
 			return fmt.Errorf("%w: the webhook needs --webhook-secret", config.ErrInvalid)
@@ -513,6 +523,9 @@ func (s *Server) RegistryAddr() string {
 	}
 	return s.registry.Addr()
 }
+
+// StatusToken is the read token of /status/; empty when it is off.
+func (s *Server) StatusToken() string { return s.statusToken }
 
 // WebhookSecret is the token the webhook requires.
 func (s *Server) WebhookSecret() string { return s.secret }
