@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,8 +19,15 @@ func main() {
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "indexer:", err)
-		os.Exit(1)
+		code := 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		if !errors.Is(err, errNotLazyLoadable) {
+			fmt.Fprintln(os.Stderr, "indexer:", err)
+		}
+		os.Exit(code)
 	}
 }
 
@@ -49,6 +57,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(),
 		newBackfillCmd(),
 		newDemoCmd(),
+		newStatusCmd(),
 	)
 	return root
 }

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/soci-indexer/soci-indexer/internal/datadir"
+	"github.com/soci-indexer/soci-indexer/internal/testproc"
+	"github.com/soci-indexer/soci-indexer/pkg/status"
+)
+
+// TestStatusCommand runs the built binary: `indexer serve --data-dir` with
+// its registry, `indexer demo push`, then `indexer status` until the image
+// is lazy-loadable, and checks the exit codes 1 and 2.
+func TestStatusCommand(t *testing.T) {
+	bin := filepath.Join(testproc.Build(t, "./cmd/indexer"), "indexer")
+	dir := t.TempDir()
+	env := testproc.BaseEnv(t)
+	testproc.Start(t, "serve", bin, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
+		"--registry-listen", "127.0.0.1:0"}, env)
+	var rec datadir.Server
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var err error
+		if rec, err = datadir.Dir(dir).Running(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never recorded itself: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	ref := rec.Registry + "/demo/app:v1"
+	if out, code := run("demo", "push", ref); code != 0 {
+		t.Fatalf("demo push: %d %s", code, out)
+	}
+	for {
+		out, code := run("status", "--data-dir", dir, ref)
+		if code == 0 {
+			if !strings.Contains(out, "lazy-loadable: yes") {
+				t.Errorf("human output:\n%s", out)
+			}
+			break
+		}
+		if code != 1 || time.Now().After(deadline) {
+			t.Fatalf("status: exit %d\n%s", code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, code := run("status", "--data-dir", dir, "--json", ref)
+	var img status.Image
+	if err := json.Unmarshal([]byte(out), &img); code != 0 || err != nil || !img.LazyLoadable {
+		t.Errorf("--json: exit %d, %v\n%s", code, err, out)
+	}
+	if out, code := run("status", "--data-dir", dir, rec.Registry+"/demo/none:v1"); code != 1 {
+		t.Errorf("unknown image: exit %d, want 1\n%s", code, out)
+	}
+	if out, code := run("status", "--server", rec.HTTP, "--token", "wrong", ref); code != 2 {
+		t.Errorf("wrong token: exit %d, want 2\n%s", code, out)
+	}
+	if out, code := run("status", "--data-dir", dir, "no-registry"); code != 2 {
+		t.Errorf("bad ref: exit %d, want 2\n%s", code, out)
+	}
+	if out, code := run("status", "--data-dir", t.TempDir(), ref); code != 2 {
+		t.Errorf("no server: exit %d, want 2\n%s", code, out)
+	}
+}
