@@ -30,6 +30,20 @@ func NewHandler(svc *Service, token string, log *slog.Logger) *Handler {
 	return h
 }
 
+// pages are served to a browser: the login form and the page, which
+// accepts the token cookie as well as the header.
+func (h *Handler) pages(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/status/":
+		h.page(w, r)
+	case r.Method == http.MethodPost && r.URL.Path == "/status/login":
+		h.login(w, r)
+	default:
+		return false
+	}
+	return true
+}
+
 func (h *Handler) authorized(r *http.Request) bool {
 	if h.token == "" {
 		return false
@@ -39,6 +53,9 @@ func (h *Handler) authorized(r *http.Request) bool {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.pages(w, r) {
+		return
+	}
 	if !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="status"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong status token")

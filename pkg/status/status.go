@@ -17,6 +17,7 @@ import (
 type Store interface {
 	db.StatusReader
 	List(ctx context.Context, filter db.JobFilter) ([]*db.Job, error)
+	Failures(ctx context.Context, limit int) ([]db.FailureRow, error)
 }
 
 // QueueStats reads the queue's depth and dead letters; *queue.Queue is one.
