@@ -112,7 +112,8 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// chart lays out one bar per minute of the hour since since, 600x100.
+// chart lays out one bar per minute from since (an hour ago) to now
+// included: 61 bars, 100 high.
 func chart(since time.Time, counts []db.IntervalCount) ([]Point, int64) {
 	var top int64 = 1
 	for _, c := range counts {
@@ -121,7 +122,7 @@ func chart(since time.Time, counts []db.IntervalCount) ([]Point, int64) {
 	pts := make([]Point, 0, len(counts))
 	for _, c := range counts {
 		i := int(c.Start.Sub(since) / time.Minute)
-		if i < 0 || i >= 60 {
+		if i < 0 || i > 60 {
 			continue
 		}
 		h := int(c.Finished * 100 / top)
