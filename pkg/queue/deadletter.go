@@ -324,3 +324,9 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// Retry publishes job again under a fresh message id (Key()+"/retry:"+
+// nonce), so the dedup window of an earlier publish does not swallow it.
+func (q *Queue) Retry(ctx context.Context, job Job, nonce string) (PublishAck, error) {
+	return q.publish(ctx, job, job.Key()+"/retry:"+nonce)
+}

@@ -1,8 +1,13 @@
 package service
 
 import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -56,5 +61,44 @@ func TestStatusAPI(t *testing.T) {
 	}
 	if !got.LazyLoadable || got.Digest != img.Digest.String() || got.ZtocsBuilt+got.ZtocsReused == 0 {
 		t.Errorf("image status %+v", got)
+	}
+
+	// Retry: refused without the form's csrf value, then the job runs again.
+	form := url.Values{"registry": {key.Registry}, "repository": {key.Repository}, "digest": {key.Digest}, "tag": {key.Tag}}
+	post := func(f url.Values) *http.Response {
+		req, err := http.NewRequest(http.MethodPost, "http://"+s.Addr()+"/status/retry", strings.NewReader(f.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post(form); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("retry without csrf: %s", resp.Status)
+	}
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte("soci-indexer status retry"))
+	form.Set("csrf", hex.EncodeToString(m.Sum(nil)))
+	before, err := s.Queue().Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := post(form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("retry: %s %s", resp.Status, resp.Header.Get("X-Error"))
+	}
+	// The redirect comes after the publish was acknowledged: the work
+	// stream holds one more message than before.
+	after, err := s.Queue().Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.LastSeq != before.LastSeq+1 {
+		t.Errorf("work stream last seq %d, want %d", after.LastSeq, before.LastSeq+1)
 	}
 }

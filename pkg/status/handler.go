@@ -38,6 +38,8 @@ func (h *Handler) pages(w http.ResponseWriter, r *http.Request) bool {
 		h.page(w, r)
 	case r.Method == http.MethodPost && r.URL.Path == "/status/login":
 		h.login(w, r)
+	case r.Method == http.MethodPost && r.URL.Path == "/status/retry":
+		h.retry(w, r)
 	default:
 		return false
 	}

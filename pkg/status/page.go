@@ -27,6 +27,7 @@ type pageData struct {
 	Chart        []Point
 	ChartMax     int64
 	Error        string
+	CSRF         string
 }
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
@@ -46,8 +47,8 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 {{range .Repositories}}<tr><td>{{.Registry}}</td><td>{{.Repository}}</td><td>{{.Images}}</td><td>{{.Indexed}}</td><td>{{.Pending}}</td><td>{{.Failed}}</td><td>{{.Skipped}}</td></tr>{{end}}
 </table>
 <h2>Recent failures</h2>
-<table id="failures"><tr><th>image</th><th>attempts</th><th>reason</th><th>finished</th></tr>
-{{range .Failures}}<tr class="failed"><td>{{.Registry}}/{{.Repository}}:{{.Tag}}@{{.Digest}}</td><td>{{.Attempts}}</td><td>{{.LastError}}</td><td>{{.FinishedAt.UTC.Format "2006-01-02 15:04:05"}}</td></tr>{{end}}
+<table id="failures"><tr><th>image</th><th>attempts</th><th>reason</th><th>finished</th><th></th></tr>
+{{range .Failures}}<tr class="failed"><td>{{.Registry}}/{{.Repository}}:{{.Tag}}@{{.Digest}}</td><td>{{.Attempts}}</td><td>{{.LastError}}</td><td>{{.FinishedAt.UTC.Format "2006-01-02 15:04:05"}}</td><td><form method="post" action="/status/retry"><input type="hidden" name="csrf" value="{{$.CSRF}}"><input type="hidden" name="registry" value="{{.Registry}}"><input type="hidden" name="repository" value="{{.Repository}}"><input type="hidden" name="digest" value="{{.Digest}}"><input type="hidden" name="tag" value="{{.Tag}}"><button type="submit">Retry</button></form></td></tr>{{end}}
 </table>
 </body></html>
 `))
@@ -84,7 +85,7 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	var d pageData
+	d := pageData{CSRF: h.csrf()}
 	var errs []error
 	var err error
 	if d.Repositories, err = h.svc.Repositories(ctx, "", ""); err != nil {

@@ -18,6 +18,7 @@ type Store interface {
 	db.StatusReader
 	List(ctx context.Context, filter db.JobFilter) ([]*db.Job, error)
 	Failures(ctx context.Context, limit int) ([]db.FailureRow, error)
+	UpsertQueued(ctx context.Context, key db.JobKey, source string) (*db.Job, error)
 }
 
 // QueueStats reads the queue's depth and dead letters; *queue.Queue is one.
