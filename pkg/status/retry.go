@@ -38,7 +38,6 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request) {
 	}
 	rq, ok := h.svc.queue.(Retrier)
 	if !ok || rq == nil {
-		w.Header().Set("X-Error", "no queue")
 		http.Error(w, "no queue to retry on", http.StatusServiceUnavailable)
 		return
 	}
