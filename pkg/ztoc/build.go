@@ -119,7 +119,9 @@ func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, erro
 	}
 	z := b.ztoc()
 	z.FileMetadata = b.files.concat()
-	z.Checkpoints = b.checkpointBytes()
+	if z.Checkpoints, err = b.checkpointBytes(); err != nil {
+		return nil, fmt.Errorf("build ztoc: %w", err)
+	}
 	return &Result{Ztoc: z, LayerDigest: b.layerDigest, LayerSize: b.blobSize}, nil
 }
 
@@ -226,21 +228,20 @@ type builder struct {
 	names map[string]string
 }
 
-// checkpointPieces returns the checkpoints field in the pieces the build
-// produced.
-func (b *builder) checkpointPieces() checkpointPieces {
+// checkpointPieces returns the checkpoints field as the build produced it.
+func (b *builder) checkpointPieces() checkpointData {
 	if b.zinfo != nil {
-		return b.zinfo.pieces()
+		return b.zinfo
 	}
 	return checkpointPieces{encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size)}
 }
 
 // checkpointBytes returns the checkpoints field as one blob.
-func (b *builder) checkpointBytes() []byte {
+func (b *builder) checkpointBytes() ([]byte, error) {
 	if b.zinfo != nil {
 		return b.zinfo.bytes()
 	}
-	return encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size)
+	return encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size), nil
 }
 
 // intern returns a copy of s shared with earlier equal strings.
@@ -563,6 +564,9 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 	}
 	close(src.hasher)
 	out.close()
+	if err := zinfo.finish(); err != nil {
+		return err
+	}
 	b.zinfo = zinfo
 	if zinfo.count() == 0 {
 		return fmt.Errorf("%w: gzip: no deflate data", ErrCorruptLayer)
