@@ -202,7 +202,7 @@ func encode(z *Ztoc) (*encodedZtoc, error) {
 
 // encodePieces encodes z with files in place of z.FileMetadata and
 // checkpoints in place of z.Checkpoints.
-func encodePieces(z *Ztoc, files fileChunks, checkpoints checkpointData) (*encodedZtoc, error) {
+func encodePieces(z *Ztoc, files tocEntries, checkpoints checkpointData) (*encodedZtoc, error) {
 	var algorithm byte
 	switch z.CompressionAlgorithm {
 	case "":
@@ -308,7 +308,7 @@ func (e *encodedZtoc) uoffsetAt(at uint64) uint64 {
 // counts what each entry really takes: its strings at their padded size,
 // only the integer fields that are not zero, and the entries' vtables once
 // per layout, as the builder shares equal vtables.
-func encodedSizeBound(z *Ztoc, files fileChunks, checkpointBytes int) int {
+func encodedSizeBound(z *Ztoc, files tocEntries, checkpointBytes int) int {
 	const (
 		vectorOverhead = 4 + 4 // length, padding
 		// soffset, the seven offset fields, padding before the three
@@ -364,13 +364,14 @@ func stringSize(n int) int {
 }
 
 // marshalTOC writes the entries from last to first, as soci does.
-func marshalTOC(b *flatbuffers.Builder, files fileChunks) flatbuffers.UOffsetT {
+func marshalTOC(b *flatbuffers.Builder, files tocEntries) flatbuffers.UOffsetT {
 	entries := make([]flatbuffers.UOffsetT, files.len())
 	i := len(entries)
-	for c := len(files) - 1; c >= 0; c-- {
-		for j := len(files[c]) - 1; j >= 0; j-- {
+	for c := files.chunks() - 1; c >= 0; c-- {
+		chunk := files.chunk(c)
+		for j := len(chunk) - 1; j >= 0; j-- {
 			i--
-			entries[i] = marshalFile(b, &files[c][j])
+			entries[i] = marshalFile(b, &chunk[j])
 		}
 	}
 	metadata := prependOffsets(b, entries)
