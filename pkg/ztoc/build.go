@@ -118,8 +118,12 @@ func Build(ctx context.Context, r io.Reader, opts ...BuildOption) (*Result, erro
 		return nil, err
 	}
 	z := b.ztoc()
-	z.FileMetadata = b.files.concat()
-	z.Checkpoints = b.checkpointBytes()
+	if z.FileMetadata, err = b.files.unpackAll(); err != nil {
+		return nil, fmt.Errorf("build ztoc: %w", err)
+	}
+	if z.Checkpoints, err = b.checkpointBytes(); err != nil {
+		return nil, fmt.Errorf("build ztoc: %w", err)
+	}
 	return &Result{Ztoc: z, LayerDigest: b.layerDigest, LayerSize: b.blobSize}, nil
 }
 
@@ -144,7 +148,7 @@ func BuildTo(ctx context.Context, r io.Reader, w io.Writer, opts ...BuildOption)
 	if err != nil {
 		return nil, err
 	}
-	e, err := encodePieces(b.ztoc(), b.files, b.checkpointPieces())
+	e, err := encodePieces(b.ztoc(), &b.files, b.checkpointPieces())
 	if err != nil {
 		return nil, err
 	}
@@ -214,45 +218,28 @@ type builder struct {
 	blobSize    int64
 	layerDigest digest.Digest
 
-	files            fileChunks
+	files            packedFiles
 	tarSize          int64
 	spanDigests      []digest.Digest
 	zinfo            *zinfoWriter // gzip checkpoints, in chunks
 	tarZinfo         *tarZinfo    // an uncompressed layer's spans
 	emptyFirstBlocks bool
-
-	// names interns user and group names, which few entries of a layer
-	// do not share, so that the TOC holds one copy of each.
-	names map[string]string
 }
 
-// checkpointPieces returns the checkpoints field in the pieces the build
-// produced.
-func (b *builder) checkpointPieces() checkpointPieces {
+// checkpointPieces returns the checkpoints field as the build produced it.
+func (b *builder) checkpointPieces() checkpointData {
 	if b.zinfo != nil {
-		return b.zinfo.pieces()
+		return b.zinfo
 	}
 	return checkpointPieces{encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size)}
 }
 
 // checkpointBytes returns the checkpoints field as one blob.
-func (b *builder) checkpointBytes() []byte {
+func (b *builder) checkpointBytes() ([]byte, error) {
 	if b.zinfo != nil {
 		return b.zinfo.bytes()
 	}
-	return encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size)
-}
-
-// intern returns a copy of s shared with earlier equal strings.
-func (b *builder) intern(s string) string {
-	if v, ok := b.names[s]; ok {
-		return v
-	}
-	if b.names == nil {
-		b.names = make(map[string]string)
-	}
-	b.names[s] = s
-	return s
+	return encodeTarZinfo(b.tarZinfo.spanSize, b.tarZinfo.size), nil
 }
 
 // ztoc returns the zTOC without its TOC entries and checkpoints.
@@ -323,7 +310,7 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 		if err := checkServable(hdr); err != nil {
 			return err
 		}
-		b.files.add(FileMetadata{
+		b.files.add(&FileMetadata{
 			Name:               hdr.Name,
 			Type:               typ,
 			UncompressedOffset: r.pos,
@@ -332,8 +319,8 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 			Mode:               hdr.Mode,
 			UID:                hdr.Uid,
 			GID:                hdr.Gid,
-			Uname:              b.intern(hdr.Uname),
-			Gname:              b.intern(hdr.Gname),
+			Uname:              hdr.Uname,
+			Gname:              hdr.Gname,
 			ModTime:            hdr.ModTime,
 			Devmajor:           hdr.Devmajor,
 			Devminor:           hdr.Devminor,
@@ -343,7 +330,7 @@ func (b *builder) readTOC(ctx context.Context, r *queueReader) error {
 	b.tarSize = r.pos
 	// soci writes such a zTOC and only its reader refuses it; Build does
 	// not write it.
-	if err := b.files.deriveHeaderOffsets(); err != nil {
+	if err := b.files.overlap; err != nil {
 		return fmt.Errorf("%w: %w", ErrUnservableLayer, err)
 	}
 	return r.drain()
@@ -563,6 +550,9 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 	}
 	close(src.hasher)
 	out.close()
+	if err := zinfo.finish(); err != nil {
+		return err
+	}
 	b.zinfo = zinfo
 	if zinfo.count() == 0 {
 		return fmt.Errorf("%w: gzip: no deflate data", ErrCorruptLayer)
@@ -570,24 +560,15 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 	return nil
 }
 
-// fileChunkEntries is how many entries a fileChunks chunk holds when full:
-// about 180 KiB.
+// fileChunkEntries is how many entries a packedFiles chunk holds.
 const fileChunkEntries = 1024
 
-// fileChunks is a TOC held in chunks, as Build collects it. Appending to one
-// slice would, at each growth, hold the old and the new array together and
-// leave up to a fifth of the new one unused; the TOC is the largest part of
-// a build's memory after the checkpoints.
+// fileChunks is a TOC held in chunks of FileMetadata, as Marshal encodes
+// z.FileMetadata (one chunk).
 type fileChunks [][]FileMetadata
 
-func (c *fileChunks) add(f FileMetadata) {
-	last := len(*c) - 1
-	if last < 0 || len((*c)[last]) == cap((*c)[last]) {
-		*c = append(*c, make([]FileMetadata, 0, fileChunkEntries))
-		last++
-	}
-	(*c)[last] = append((*c)[last], f)
-}
+func (c fileChunks) chunks() int                { return len(c) }
+func (c fileChunks) chunk(i int) []FileMetadata { return c[i] }
 
 func (c fileChunks) len() int {
 	n := 0
@@ -622,18 +603,4 @@ func (c fileChunks) deriveHeaderOffsets() error {
 		nextHeader = alignToTarBlock(f.UncompressedOffset + f.UncompressedSize)
 	}
 	return nil
-}
-
-// concat copies the entries into one slice of the exact size and drops the
-// chunks, each as soon as it is copied.
-func (c fileChunks) concat() []FileMetadata {
-	if len(c) == 0 {
-		return nil
-	}
-	files := make([]FileMetadata, 0, c.len())
-	for i, chunk := range c {
-		files = append(files, chunk...)
-		c[i] = nil
-	}
-	return files
 }

@@ -98,6 +98,16 @@ func (z *Ztoc) WriteTo(w io.Writer) (int64, error) {
 	return e.writeTo(w)
 }
 
+// checkpointData is a checkpoints field as encodePieces takes it: a blob's
+// pieces, or the checkpoints a build keeps deflated.
+type checkpointData interface {
+	len() int
+	// tailBytes returns a copy of the last n bytes, n at most 7.
+	tailBytes(n int) []byte
+	// writePrefix writes the first n bytes to w.
+	writePrefix(w io.Writer, n int) (int64, error)
+}
+
 // checkpointPieces is a checkpoints field held as consecutive pieces, so
 // that a freshly built zTOC can be written without first copying its
 // checkpoint chunks into one blob.
@@ -125,7 +135,8 @@ func (p checkpointPieces) from(off int) []byte {
 	return out
 }
 
-// writePrefix writes the first n bytes to w.
+func (p checkpointPieces) tailBytes(n int) []byte { return p.from(p.len() - n) }
+
 func (p checkpointPieces) writePrefix(w io.Writer, n int) (int64, error) {
 	var written int64
 	for _, piece := range p {
@@ -154,11 +165,11 @@ func (p checkpointPieces) writePrefix(w io.Writer, n int) (int64, error) {
 // encode adds the missing length to those offsets; writeTo puts the
 // missing bytes back.
 type encodedZtoc struct {
-	buf         []byte           // the flatbuffer, with the vector cut short
-	vector      int              // position in buf of the checkpoints vector's length
-	checkpoints checkpointPieces // the whole vector's data
-	length      int              // bytes in checkpoints
-	missing     int              // bytes of checkpoints missing from buf
+	buf         []byte         // the flatbuffer, with the vector cut short
+	vector      int            // position in buf of the checkpoints vector's length
+	checkpoints checkpointData // the whole vector's data
+	length      int            // bytes in checkpoints
+	missing     int            // bytes of checkpoints missing from buf
 }
 
 func (e *encodedZtoc) size() int { return len(e.buf) + e.missing }
@@ -191,7 +202,7 @@ func encode(z *Ztoc) (*encodedZtoc, error) {
 
 // encodePieces encodes z with files in place of z.FileMetadata and
 // checkpoints in place of z.Checkpoints.
-func encodePieces(z *Ztoc, files fileChunks, checkpoints checkpointPieces) (*encodedZtoc, error) {
+func encodePieces(z *Ztoc, files tocEntries, checkpoints checkpointData) (*encodedZtoc, error) {
 	var algorithm byte
 	switch z.CompressionAlgorithm {
 	case "":
@@ -212,7 +223,7 @@ func encodePieces(z *Ztoc, files fileChunks, checkpoints checkpointPieces) (*enc
 	tool := b.CreateString(z.BuildToolIdentifier)
 	toc := marshalTOC(b, files)
 
-	vector := b.CreateByteVector(checkpoints.from(e.missing))
+	vector := b.CreateByteVector(checkpoints.tailBytes(length - e.missing))
 	digests := make([]flatbuffers.UOffsetT, len(z.SpanDigests))
 	for i, d := range z.SpanDigests {
 		digests[i] = b.CreateString(d.String())
@@ -297,7 +308,7 @@ func (e *encodedZtoc) uoffsetAt(at uint64) uint64 {
 // counts what each entry really takes: its strings at their padded size,
 // only the integer fields that are not zero, and the entries' vtables once
 // per layout, as the builder shares equal vtables.
-func encodedSizeBound(z *Ztoc, files fileChunks, checkpointBytes int) int {
+func encodedSizeBound(z *Ztoc, files tocEntries, checkpointBytes int) int {
 	const (
 		vectorOverhead = 4 + 4 // length, padding
 		// soffset, the seven offset fields, padding before the three
@@ -353,13 +364,14 @@ func stringSize(n int) int {
 }
 
 // marshalTOC writes the entries from last to first, as soci does.
-func marshalTOC(b *flatbuffers.Builder, files fileChunks) flatbuffers.UOffsetT {
+func marshalTOC(b *flatbuffers.Builder, files tocEntries) flatbuffers.UOffsetT {
 	entries := make([]flatbuffers.UOffsetT, files.len())
 	i := len(entries)
-	for c := len(files) - 1; c >= 0; c-- {
-		for j := len(files[c]) - 1; j >= 0; j-- {
+	for c := files.chunks() - 1; c >= 0; c-- {
+		chunk := files.chunk(c)
+		for j := len(chunk) - 1; j >= 0; j-- {
 			i--
-			entries[i] = marshalFile(b, &files[c][j])
+			entries[i] = marshalFile(b, &chunk[j])
 		}
 	}
 	metadata := prependOffsets(b, entries)

@@ -155,7 +155,10 @@ func TestUnmarshalReaderRules(t *testing.T) {
 func TestUnmarshalLegacyGzipBlob(t *testing.T) {
 	w := newZinfoWriter(1 << 20)
 	w.add(5000, 2<<20, 3)
-	blob := w.bytes()
+	blob, err := w.bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	binary.LittleEndian.PutUint32(blob, 2)
 	z := &Ztoc{CompressedArchiveSize: 9000, UncompressedArchiveSize: 3 << 20, CompressionInfo: CompressionInfo{
 		MaxSpanID: 1, Checkpoints: blob, SpanDigests: []digest.Digest{digest.FromString("a"), digest.FromString("b")},

@@ -174,65 +174,6 @@ func decodeGzipZinfo(b []byte) (*gzipZinfo, error) {
 	return g, nil
 }
 
-// checkpointsPerChunk is how many checkpoint records a zinfoWriter chunk
-// holds when full: about 1 MiB.
-const checkpointsPerChunk = 32
-
-// zinfoWriter collects checkpoints in the current (v2) form. It keeps the
-// records in chunks, which BuildTo writes as they are and Build copies once
-// into a blob of the exact size: growing one slice would copy the blob at
-// every growth and leave up to a quarter of it unused, and the checkpoints
-// are most of a zTOC.
-type zinfoWriter struct {
-	spanSize int64
-	chunks   [][]byte
-	n        int
-}
-
-func newZinfoWriter(spanSize int64) *zinfoWriter {
-	return &zinfoWriter{spanSize: spanSize}
-}
-
-// add appends a checkpoint and returns its window, for the caller to fill.
-func (w *zinfoWriter) add(in, out int64, bits uint8) *[WindowSize]byte {
-	last := len(w.chunks) - 1
-	if last < 0 || len(w.chunks[last]) == cap(w.chunks[last]) {
-		// Chunks double up to their full size, so that a small layer
-		// does not allocate a whole one.
-		records := min(checkpointsPerChunk, max(1, w.n))
-		w.chunks = append(w.chunks, make([]byte, 0, records*checkpointSize))
-		last++
-	}
-	c := binary.LittleEndian.AppendUint64(w.chunks[last], uint64(in))
-	c = binary.LittleEndian.AppendUint64(c, uint64(out))
-	c = append(c, bits)
-	start := len(c)
-	c = c[:start+WindowSize]
-	w.chunks[last] = c
-	w.n++
-	return (*[WindowSize]byte)(c[start:])
-}
-
-func (w *zinfoWriter) count() int { return w.n }
-
-// bytes assembles the blob and drops the chunks, each as soon as it is
-// copied.
-func (w *zinfoWriter) bytes() []byte {
-	blob := w.appendHeader(make([]byte, 0, zinfoHeaderSize+w.n*checkpointSize))
-	for i, c := range w.chunks {
-		blob = append(blob, c...)
-		w.chunks[i] = nil // collectable while the rest is copied
-	}
-	w.chunks = nil
-	return blob
-}
-
-// pieces returns the blob as its header followed by the chunks, which it
-// shares with w.
-func (w *zinfoWriter) pieces() checkpointPieces {
-	return append(checkpointPieces{w.appendHeader(nil)}, w.chunks...)
-}
-
 // appendHeader appends the blob's header: the checkpoint count and the span
 // size.
 func (w *zinfoWriter) appendHeader(b []byte) []byte {
