@@ -13,5 +13,6 @@ require (
 
 require (
 	github.com/google/flatbuffers v25.12.19+incompatible // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 )
