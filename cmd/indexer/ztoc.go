@@ -176,7 +176,7 @@ func (z *ztocFile) abort() {
 // Heap slack allowed by limitHeapGrowth above the live heap, and how often
 // the limit follows the live heap.
 const (
-	ztocHeapSlack       = 24 << 20
+	ztocHeapSlack       = 16 << 20
 	ztocLimitUpdateTick = 50 * time.Millisecond
 )
 
