@@ -148,6 +148,50 @@ func RandomLayer(seed uint64, size int64, tmpDir string) (Layer, error) {
 	})
 }
 
+// TruncatedLayer writes a corrupt layer: a gzip tar of compressible files
+// cut in the middle of its deflate stream. Its descriptor names every byte
+// of the file, so a registry takes it and the digest matches; reading it
+// fails with an unexpected EOF. Tests use it for a layer that cannot be
+// indexed.
+func TruncatedLayer(tmpDir string) (Layer, error) {
+	whole, err := writeLayer(tmpDir, func(tw *tar.Writer) error {
+		for i := range 8 {
+			data := bytes.Repeat(fmt.Appendf(nil, "file %d ", i), 32<<10)
+			hdr := &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("f%d", i), Mode: 0o644,
+				Size: int64(len(data)), ModTime: fixedTime}
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if _, err := tw.Write(data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Layer{}, err
+	}
+	size := whole.Descriptor.Size / 2
+	if err := os.Truncate(whole.Path, size); err != nil {
+		whole.Remove()
+		return Layer{}, fmt.Errorf("demoimage: truncate layer: %w", err)
+	}
+	f, err := os.Open(whole.Path)
+	if err != nil {
+		whole.Remove()
+		return Layer{}, fmt.Errorf("demoimage: %w", err)
+	}
+	defer f.Close()
+	d, err := digest.Canonical.FromReader(f)
+	if err != nil {
+		whole.Remove()
+		return Layer{}, fmt.Errorf("demoimage: %w", err)
+	}
+	// The DiffID stays the whole tar's: no complete uncompressed tar exists.
+	whole.Descriptor.Digest, whole.Descriptor.Size = d, size
+	return whole, nil
+}
+
 func writeLayer(tmpDir string, fill func(*tar.Writer) error) (Layer, error) {
 	f, err := os.CreateTemp(tmpDir, "demo-layer-*.tar.gz")
 	if err != nil {

@@ -151,3 +151,37 @@ func TestPush(t *testing.T) {
 		t.Errorf("config diff IDs %v, want [%s]", cfg.RootFS.DiffIDs, l.DiffID)
 	}
 }
+
+// TestTruncatedLayer: the descriptor matches the file, and the file is a
+// gzip tar stream that ends before its end.
+func TestTruncatedLayer(t *testing.T) {
+	l, err := TruncatedLayer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(l.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(raw)) != l.Descriptor.Size || digest.FromBytes(raw) != l.Descriptor.Digest {
+		t.Fatalf("descriptor %v does not name the file (%d bytes)", l.Descriptor, len(raw))
+	}
+	f, _ := os.Open(l.Path)
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		if _, err = tr.Next(); err != nil {
+			break
+		}
+		if _, err = io.Copy(io.Discard, tr); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("reading the layer: %v, want an unexpected EOF", err)
+	}
+}

@@ -1,23 +1,17 @@
 package service
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"oras.land/oras-go/v2"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
+	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
@@ -167,54 +161,19 @@ func TestBackfillCountsDuplicatesApart(t *testing.T) {
 }
 
 // pushTruncatedGzipImage pushes an image whose one layer is a valid gzip
-// stream cut in the middle: the registry holds every byte its descriptor
-// names (the digest matches), and the content is still corrupt.
+// stream cut in the middle (demoimage.TruncatedLayer): the registry holds
+// every byte its descriptor names, and the content is still corrupt.
 func pushTruncatedGzipImage(t *testing.T, registry, repository, tag string) ocispec.Descriptor {
 	t.Helper()
-	var raw bytes.Buffer
-	zw := gzip.NewWriter(&raw)
-	tw := tar.NewWriter(zw)
-	for i := range 8 {
-		data := bytes.Repeat([]byte(fmt.Sprintf("file %d ", i)), 32<<10)
-		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Size: int64(len(data))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	cut := raw.Bytes()[:raw.Len()/2]
-	return pushLayerImage(t, registry, repository, tag, cut)
-}
-
-func pushLayerImage(t *testing.T, registry, repository, tag string, layerBytes []byte) ocispec.Descriptor {
-	t.Helper()
-	ctx := context.Background()
-	repo, err := plainRepos(t)(ctx, registry, repository)
+	repo, err := plainRepos(t)(context.Background(), registry, repository)
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer := content.NewDescriptorFromBytes(ocispec.MediaTypeImageLayerGzip, layerBytes)
-	if err := repo.Push(ctx, layer, bytes.NewReader(layerBytes)); err != nil {
-		t.Fatal(err)
-	}
-	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
-	configDesc, err := oras.PushBytes(ctx, repo, ocispec.MediaTypeImageConfig, config)
+	layer, err := demoimage.TruncatedLayer(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := jsonMarshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
-		Config: configDesc, Layers: []ocispec.Descriptor{layer}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := oras.TagBytes(ctx, repo, ocispec.MediaTypeImageManifest, body, tag)
+	desc, err := demoimage.Push(context.Background(), repo, tag, []demoimage.Layer{layer})
 	if err != nil {
 		t.Fatal(err)
 	}
