@@ -127,6 +127,12 @@ func printImageStatus(w io.Writer, ref string, img *status.Image) {
 	}
 	fmt.Fprintf(w, "  digest:        %s\n  indexed:       %s\n  lazy-loadable: %s\n  ztocs:         %d built, %d reused\n",
 		img.Digest, yes[img.Indexed], yes[img.LazyLoadable], img.ZtocsBuilt, img.ZtocsReused)
+	if len(img.Platforms) > 0 {
+		fmt.Fprintf(w, "  platforms:     %s\n", strings.Join(img.Platforms, ", "))
+	}
+	for _, ix := range img.Indexes {
+		fmt.Fprintf(w, "  soci index %s %s: %s\n", ix.Version, ix.Platform, ix.Digest)
+	}
 	for _, t := range img.Tags {
 		tag := t.Tag
 		if tag == "" {

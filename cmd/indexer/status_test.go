@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestStatusCommand(t *testing.T) {
 	for {
 		out, code := run("status", "--data-dir", dir, ref)
 		if code == 0 {
-			if !strings.Contains(out, "lazy-loadable: yes") {
+			if !strings.Contains(out, "lazy-loadable: yes") || !strings.Contains(out, "soci index v2 linux/amd64: sha256:") {
 				t.Errorf("human output:\n%s", out)
 			}
 			break
@@ -69,6 +70,10 @@ func TestStatusCommand(t *testing.T) {
 	var img status.Image
 	if err := json.Unmarshal([]byte(out), &img); code != 0 || err != nil || !img.LazyLoadable {
 		t.Errorf("--json: exit %d, %v\n%s", code, err, out)
+	}
+	if !slices.Equal(img.Platforms, []string{"linux/amd64"}) || len(img.Indexes) != 1 || img.Indexes[0].Version != "v2" ||
+		img.Indexes[0].Platform != "linux/amd64" || img.Indexes[0].Digest == "" || img.Indexes[0].Manifest == "" {
+		t.Errorf("--json: platforms %v, indexes %+v", img.Platforms, img.Indexes)
 	}
 	if out, code := run("status", "--data-dir", dir, rec.Registry+"/demo/none:v1"); code != 1 {
 		t.Errorf("unknown image: exit %d, want 1\n%s", code, out)

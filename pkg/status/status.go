@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
+	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
@@ -17,6 +19,7 @@ import (
 type Store interface {
 	db.StatusReader
 	List(ctx context.Context, filter db.JobFilter) ([]*db.Job, error)
+	IndexEntriesOf(ctx context.Context, registry, repository string, digests []string) ([]*index.ArtifactEntry, error)
 	Failures(ctx context.Context, limit int) ([]db.FailureRow, error)
 	UpsertQueued(ctx context.Context, key db.JobKey, source string) (*db.Job, error)
 }
@@ -84,11 +87,26 @@ type Image struct {
 	Indexed bool `json:"indexed"`
 	// LazyLoadable: indexed and at least one layer has a zTOC, so a SOCI
 	// snapshotter can lazily load it.
-	LazyLoadable bool    `json:"lazy_loadable"`
-	Tags         []Tag   `json:"tags"`
-	Layers       []Layer `json:"layers"`
-	ZtocsBuilt   int     `json:"ztocs_built"`
-	ZtocsReused  int     `json:"ztocs_reused"`
+	LazyLoadable bool  `json:"lazy_loadable"`
+	Tags         []Tag `json:"tags"`
+	// Platforms that have a SOCI index, sorted ("linux/amd64").
+	Platforms   []string    `json:"platforms"`
+	Indexes     []IndexInfo `json:"indexes"`
+	Layers      []Layer     `json:"layers"`
+	ZtocsBuilt  int         `json:"ztocs_built"`
+	ZtocsReused int         `json:"ztocs_reused"`
+}
+
+// IndexInfo is one SOCI index of the image in this repository.
+type IndexInfo struct {
+	Digest string `json:"digest"`
+	// Version is "v1" or "v2".
+	Version  string `json:"version"`
+	Platform string `json:"platform"`
+	// Manifest is the digest of the image manifest the index is for: the
+	// platform's manifest for v1; for v2, the manifest of the converted
+	// image that binds the index (published under the v2 tag).
+	Manifest string `json:"manifest"`
 }
 
 // Tag is one job: the image under one tag (or none).
@@ -144,11 +162,13 @@ func (s *Service) Image(ctx context.Context, ref Ref) (*Image, error) {
 			return nil, fmt.Errorf("status: jobs of %s/%s:%s: %w", ref.Registry, ref.Repository, ref.Tag, err)
 		}
 		if len(jobs) == 0 {
-			return &Image{Registry: ref.Registry, Repository: ref.Repository, Tags: []Tag{}, Layers: []Layer{}}, nil
+			return &Image{Registry: ref.Registry, Repository: ref.Repository, Tags: []Tag{}, Platforms: []string{},
+				Indexes: []IndexInfo{}, Layers: []Layer{}}, nil
 		}
 		digest = jobs[0].Digest
 	}
-	img := &Image{Registry: ref.Registry, Repository: ref.Repository, Digest: digest, Tags: []Tag{}, Layers: []Layer{}}
+	img := &Image{Registry: ref.Registry, Repository: ref.Repository, Digest: digest, Tags: []Tag{}, Platforms: []string{},
+		Indexes: []IndexInfo{}, Layers: []Layer{}}
 	jobs, err := s.store.List(ctx, db.JobFilter{Registry: ref.Registry, Repository: ref.Repository, Digest: digest, Limit: 1000})
 	if err != nil {
 		return nil, fmt.Errorf("status: jobs of %s: %w", digest, err)
@@ -168,6 +188,9 @@ func (s *Service) Image(ctx context.Context, ref Ref) (*Image, error) {
 		}
 		img.Tags = append(img.Tags, t)
 	}
+	if err := s.addIndexes(ctx, img); err != nil {
+		return nil, err
+	}
 	uses, err := s.store.LayerUsesOf(ctx, db.JobKey{Registry: ref.Registry, Repository: ref.Repository, Digest: digest})
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
@@ -185,6 +208,39 @@ func (s *Service) Image(ctx context.Context, ref Ref) (*Image, error) {
 	}
 	img.LazyLoadable = img.Indexed && img.ZtocsBuilt+img.ZtocsReused > 0
 	return img, nil
+}
+
+// addIndexes fills in the image's SOCI indexes: those built for its
+// digest (v1, and v2 by the manifest they index) and those its tags'
+// jobs published.
+func (s *Service) addIndexes(ctx context.Context, img *Image) error {
+	digests := []string{img.Digest}
+	for _, t := range img.Tags {
+		if t.IndexDigest != "" && !slices.Contains(digests, t.IndexDigest) {
+			digests = append(digests, t.IndexDigest)
+		}
+	}
+	entries, err := s.store.IndexEntriesOf(ctx, img.Registry, img.Repository, digests)
+	if err != nil {
+		return fmt.Errorf("status: indexes of %s: %w", img.Digest, err)
+	}
+	for _, e := range entries {
+		info := IndexInfo{Digest: e.Digest, Platform: e.Platform, Manifest: e.OriginalDigest}
+		switch e.ArtifactType {
+		case index.SociIndexArtifactTypeV1:
+			info.Version = "v1"
+		case index.SociIndexArtifactTypeV2:
+			info.Version = "v2"
+		default:
+			info.Version = e.ArtifactType
+		}
+		img.Indexes = append(img.Indexes, info)
+		if e.Platform != "" && !slices.Contains(img.Platforms, e.Platform) {
+			img.Platforms = append(img.Platforms, e.Platform)
+		}
+	}
+	slices.Sort(img.Platforms)
+	return nil
 }
 
 // Repositories returns the coverage of every repository, or of the one
