@@ -72,10 +72,19 @@ func (q *Queue) deadLetter(ctx context.Context, d *Delivery, reason string, caus
 // removeFromWork deletes a terminated job from the work stream: servers
 // before 2.10 keep terminated messages in a work-queue stream.
 func (q *Queue) removeFromWork(ctx context.Context, seq uint64) error {
-	if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("queue: remove job %d from %s: %w", seq, q.cfg.Stream, err)
+	err := q.stream.DeleteMsg(ctx, seq)
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
 	}
-	return nil
+	// Servers from 2.10 remove a terminated message themselves and then
+	// answer the delete with "sequence not found" or "no message found",
+	// which nats.go flattens into text: ask whether it is still there.
+	if errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+		if _, gerr := q.stream.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+	}
+	return fmt.Errorf("queue: remove job %d from %s: %w", seq, q.cfg.Stream, err)
 }
 
 func (q *Queue) publishDeadLetter(ctx context.Context, data []byte, workSeq, deliveries uint64, reason, lastErr string) error {

@@ -7,3 +7,6 @@ import "time"
 func WithSettingsRefresh(d time.Duration) ConsumeOption {
 	return func(o *consumeOptions) { o.refreshEvery = d }
 }
+
+// RemoveFromWork is removeFromWork, for the test of a job already gone.
+var RemoveFromWork = (*Queue).removeFromWork

@@ -1,11 +1,13 @@
 package queue_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -78,10 +80,28 @@ func testConfig(t *testing.T) queue.Config {
 	}
 }
 
-func newQueue(t *testing.T, js jetstream.JetStream, cfg queue.Config) *queue.Queue {
+// lockedBuffer collects a queue's log lines from its goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newQueue(t *testing.T, js jetstream.JetStream, cfg queue.Config, opts ...queue.Option) *queue.Queue {
 	t.Helper()
 	ctx := context.Background()
-	q, err := queue.New(ctx, js, cfg)
+	q, err := queue.New(ctx, js, cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,13 +298,14 @@ func TestNakBacksOffExponentially(t *testing.T) {
 func TestPermanentErrorDeadLettersAtOnce(t *testing.T) {
 	servers(t, func(t *testing.T, url string) {
 		_, js := connect(t, url)
-		q := newQueue(t, js, testConfig(t))
+		var logs lockedBuffer
+		q := newQueue(t, js, testConfig(t), queue.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 		ctx := context.Background()
 		if _, err := q.Publish(ctx, job(7)); err != nil {
 			t.Fatal(err)
 		}
 		var calls atomic.Int32
-		consume(t, q, func(ctx context.Context, d *queue.Delivery) error {
+		stop := consume(t, q, func(ctx context.Context, d *queue.Delivery) error {
 			calls.Add(1)
 			return queue.Permanent(errors.New("manifest is not an image"))
 		})
@@ -301,6 +322,13 @@ func TestPermanentErrorDeadLettersAtOnce(t *testing.T) {
 		eventually(t, 5*time.Second, "the work stream to empty", func() bool { return stats(t, q).Messages == 0 })
 		if n := calls.Load(); n != 1 {
 			t.Fatalf("handler called %d times, want 1", n)
+		}
+		// Once Consume has returned every delivery is settled: removing the
+		// terminated job, which the server may already have dropped, is no
+		// failure.
+		stop()
+		if strings.Contains(logs.String(), "settling a job failed") {
+			t.Errorf("dead-lettering logged a settle failure:\n%s", logs.String())
 		}
 	})
 }
@@ -641,4 +669,31 @@ func TestShutdownOnFinalDeliveryRequeues(t *testing.T) {
 	if st := stats(t, q); st.DeadLetters != 0 {
 		t.Fatalf("dead letters %d, want 0", st.DeadLetters)
 	}
+}
+
+// TestRemoveFromWorkOfAGoneJob: removing a job the server already dropped
+// (as servers from 2.10 do on Term) succeeds; a job still there is removed.
+func TestRemoveFromWorkOfAGoneJob(t *testing.T) {
+	servers(t, func(t *testing.T, url string) {
+		_, js := connect(t, url)
+		cfg := testConfig(t)
+		q := newQueue(t, js, cfg)
+		ctx := context.Background()
+		ack, err := q.Publish(ctx, job(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := queue.RemoveFromWork(q, ctx, ack.Sequence); err != nil {
+			t.Fatalf("remove a stored job: %v", err)
+		}
+		if st := stats(t, q); st.Messages != 0 {
+			t.Fatalf("work stream holds %d messages after the remove", st.Messages)
+		}
+		if err := queue.RemoveFromWork(q, ctx, ack.Sequence); err != nil {
+			t.Errorf("remove a job already gone: %v", err)
+		}
+		if err := queue.RemoveFromWork(q, ctx, ack.Sequence+100); err != nil {
+			t.Errorf("remove a sequence never stored: %v", err)
+		}
+	})
 }
