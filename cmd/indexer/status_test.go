@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/soci-indexer/soci-indexer/internal/datadir"
+	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/internal/testproc"
 	"github.com/soci-indexer/soci-indexer/pkg/status"
 )
@@ -20,10 +21,24 @@ import (
 // is lazy-loadable, and checks the exit codes 1 and 2.
 func TestStatusCommand(t *testing.T) {
 	bin := filepath.Join(testproc.Build(t, "./cmd/indexer"), "indexer")
+	t.Run("all-in-one", func(t *testing.T) {
+		testStatusCommand(t, bin, nil, func(dir string, _ datadir.Server) []string { return []string{"--data-dir", dir} })
+	})
+	// A deployment on Postgres, asked as from another machine: the server
+	// URL and the token given, not found through the data dir.
+	t.Run("postgres", func(t *testing.T) {
+		dsn, _ := testpg.NewDatabase(t, "status_cli")
+		const token = "status-token-of-the-test"
+		testStatusCommand(t, bin, []string{"--embedded", "--database-url", dsn, "--status-token", token},
+			func(_ string, rec datadir.Server) []string { return []string{"--server", rec.HTTP, "--token", token} })
+	})
+}
+
+func testStatusCommand(t *testing.T, bin string, serveArgs []string, addr func(dir string, rec datadir.Server) []string) {
 	dir := t.TempDir()
 	env := testproc.BaseEnv(t)
-	testproc.Start(t, "serve", bin, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
-		"--registry-listen", "127.0.0.1:0"}, env)
+	testproc.Start(t, "serve", bin, append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
+		"--registry-listen", "127.0.0.1:0"}, serveArgs...), env)
 	var rec datadir.Server
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -36,6 +51,7 @@ func TestStatusCommand(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	at := addr(dir, rec)
 	run := func(args ...string) (string, int) {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = env
@@ -54,7 +70,7 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatalf("demo push: %d %s", code, out)
 	}
 	for {
-		out, code := run("status", "--data-dir", dir, ref)
+		out, code := run(append(append([]string{"status"}, at...), ref)...)
 		if code == 0 {
 			if !strings.Contains(out, "lazy-loadable: yes") || !strings.Contains(out, "soci index v2 linux/amd64: sha256:") {
 				t.Errorf("human output:\n%s", out)
@@ -66,7 +82,7 @@ func TestStatusCommand(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	out, code := run("status", "--data-dir", dir, "--json", ref)
+	out, code := run(append(append([]string{"status", "--json"}, at...), ref)...)
 	var img status.Image
 	if err := json.Unmarshal([]byte(out), &img); code != 0 || err != nil || !img.LazyLoadable {
 		t.Errorf("--json: exit %d, %v\n%s", code, err, out)
@@ -75,7 +91,7 @@ func TestStatusCommand(t *testing.T) {
 		img.Indexes[0].Platform != "linux/amd64" || img.Indexes[0].Digest == "" || img.Indexes[0].Manifest == "" {
 		t.Errorf("--json: platforms %v, indexes %+v", img.Platforms, img.Indexes)
 	}
-	if out, code := run("status", "--data-dir", dir, rec.Registry+"/demo/none:v1"); code != 1 {
+	if out, code := run(append(append([]string{"status"}, at...), rec.Registry+"/demo/none:v1")...); code != 1 {
 		t.Errorf("unknown image: exit %d, want 1\n%s", code, out)
 	}
 	if out, code := run("status", "--server", rec.HTTP, "--token", "wrong", ref); code != 2 {

@@ -13,9 +13,10 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 )
 
-func TestPage(t *testing.T) {
+func TestPage(t *testing.T) { backends(t, testPage) }
+
+func testPage(t *testing.T, st db.Store) {
 	ctx := context.Background()
-	st := openSQLite(t)
 	bad := db.JobKey{Registry: "reg", Repository: "app", Digest: dgstB, Tag: "broken"}
 	if _, err := st.UpsertQueued(ctx, bad, "test"); err != nil {
 		t.Fatal(err)

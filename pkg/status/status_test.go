@@ -10,23 +10,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 )
 
-func openSQLite(t *testing.T) db.Store {
-	t.Helper()
-	ctx := context.Background()
-	dsn := "sqlite://" + filepath.Join(t.TempDir(), "indexer.db")
-	if _, err := db.Migrate(ctx, dsn); err != nil {
-		t.Fatal(err)
+// backends runs fn on a migrated SQLite database and on a new database of
+// the machine's PostgreSQL: the status service reads both the same way.
+func backends(t *testing.T, fn func(t *testing.T, st db.Store)) {
+	open := func(t *testing.T, dsn string) db.Store {
+		ctx := context.Background()
+		if _, err := db.Migrate(ctx, dsn); err != nil {
+			t.Fatal(err)
+		}
+		st, err := db.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
 	}
-	st, err := db.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	return st
+	t.Run("sqlite", func(t *testing.T) {
+		fn(t, open(t, "sqlite://"+filepath.Join(t.TempDir(), "indexer.db")))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn, _ := testpg.NewDatabase(t, "status")
+		fn(t, open(t, dsn))
+	})
 }
 
 const (
@@ -52,9 +62,10 @@ func TestParseRef(t *testing.T) {
 	}
 }
 
-func TestImageAndRepositories(t *testing.T) {
+func TestImageAndRepositories(t *testing.T) { backends(t, testImageAndRepositories) }
+
+func testImageAndRepositories(t *testing.T, st db.Store) {
 	ctx := context.Background()
-	st := openSQLite(t)
 	ok := db.JobKey{Registry: "reg", Repository: "app", Digest: dgstA, Tag: "v1"}
 	bad := db.JobKey{Registry: "reg", Repository: "app", Digest: dgstB, Tag: "broken"}
 	for _, k := range []db.JobKey{ok, bad} {
