@@ -174,7 +174,8 @@ func (b *IndexBuilder) buildAndPushZtoc(ctx context.Context, p ocispec.Platform,
 		ztoc.WithExpectedDigest(layer.Digest),
 	)
 	if err != nil {
-		return ocispec.Descriptor{}, classifyLayerError(ctx, fmt.Errorf("build ztoc: %w", err), meter, layer)
+		// ztoc.Build's errors say "build ztoc" already.
+		return ocispec.Descriptor{}, classifyLayerError(ctx, err, meter, layer)
 	}
 	if res.LayerSize != layer.Size {
 		return ocispec.Descriptor{}, classifyLayerError(ctx,
@@ -395,9 +396,10 @@ func classifyLayerError(ctx context.Context, err error, m *fetchMeter, layer oci
 		if cause == nil {
 			cause = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("%w: %d of %d bytes of layer %s arrived: %w", ErrLayerShortRead, m.n, layer.Size, layer.Digest, cause)
+		return fmt.Errorf("%w: %d of %d bytes arrived: %w", ErrLayerShortRead, m.n, layer.Size, cause)
 	}
-	return fmt.Errorf("%w: %s: %w", ErrCorruptLayer, layer.Digest, err)
+	// The caller names the layer.
+	return fmt.Errorf("%w: %w", ErrCorruptLayer, err)
 }
 
 // progressReader reports the bytes read so far, at most every
