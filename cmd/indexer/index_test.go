@@ -85,7 +85,7 @@ func TestIndexCommand(t *testing.T) {
 	manifest := pushIndexTestImage(t, reg, "cli/app")
 	ref := reg.Addr() + "/cli/app:v1"
 
-	out, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--soci-version", "both", "--json")
+	out, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--index-version", "both", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,21 +122,21 @@ func TestIndexCommand(t *testing.T) {
 
 	// With a database, the same layer in another repository is reused.
 	dsn := "sqlite://" + filepath.Join(t.TempDir(), "indexer.db")
-	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--dsn", dsn); err != nil {
+	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--database-url", dsn); err != nil {
 		t.Fatal(err)
 	}
 	pushIndexTestImage(t, reg, "cli/other")
-	out, err = runIndexCmd(t, "index", reg.Addr()+"/cli/other:v1", "--plain-http", "--min-layer-size", "0", "--dsn", dsn, "--json")
+	out, err = runIndexCmd(t, "index", reg.Addr()+"/cli/other:v1", "--plain-http", "--min-layer-size", "0", "--database-url", dsn, "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	built = nil
 	if err := json.Unmarshal([]byte(out), &built); err != nil || len(built) != 1 || built[0].Layers[0].State != string(index.LayerReused) {
-		t.Fatalf("second repository with --dsn: %s (%v)", out, err)
+		t.Fatalf("second repository with --database-url: %s (%v)", out, err)
 	}
 
-	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--soci-version", "v3"); err == nil {
-		t.Fatal("--soci-version v3 accepted")
+	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--index-version", "v3"); err == nil {
+		t.Fatal("--index-version v3 accepted")
 	}
 	if _, err := runIndexCmd(t, "index", reg.Addr()+"/cli/app", "--plain-http"); err == nil {
 		t.Fatal("reference without tag or digest accepted")

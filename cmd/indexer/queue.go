@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -13,27 +14,68 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
-// queueFlags locate the job streams.
+// queueFlags locate the job streams: serve's --nats-url, --stream,
+// --subject and --consumer (internal/config, env INDEXER_*), and the
+// dead-letter stream and prefix, which serve derives from the stream and
+// subject (service.QueueConfig).
 type queueFlags struct {
-	natsURL string
-	cfg     queue.Config
+	settings  config.Config
+	loader    *config.Loader
+	dlqStream string
+	dlqPrefix string
+	natsURL   string
+	cfg       queue.Config
 }
 
 func (f *queueFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.natsURL, "nats-url", envOr("INDEXER_NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated for a cluster (env INDEXER_NATS_URL)")
-	pf.StringVar(&f.cfg.Stream, "stream", envOr("INDEXER_QUEUE_STREAM", queue.DefaultStream), "work-queue stream (env INDEXER_QUEUE_STREAM)")
-	pf.StringVar(&f.cfg.DLQStream, "dlq-stream", envOr("INDEXER_QUEUE_DLQ_STREAM", queue.DefaultDLQStream), "dead-letter stream (env INDEXER_QUEUE_DLQ_STREAM)")
-	pf.StringVar(&f.cfg.Consumer, "consumer", envOr("INDEXER_QUEUE_CONSUMER", queue.DefaultConsumer), "durable consumer (env INDEXER_QUEUE_CONSUMER)")
-	pf.StringVar(&f.cfg.SubjectPrefix, "subject-prefix", envOr("INDEXER_QUEUE_SUBJECT_PREFIX", queue.DefaultSubjectPrefix), "subject prefix of jobs (env INDEXER_QUEUE_SUBJECT_PREFIX)")
-	pf.StringVar(&f.cfg.DLQPrefix, "dlq-prefix", envOr("INDEXER_QUEUE_DLQ_PREFIX", queue.DefaultDLQPrefix), "subject prefix of dead letters (env INDEXER_QUEUE_DLQ_PREFIX)")
+	f.loader = config.RegisterOnly(pf, &f.settings, os.LookupEnv, false,
+		config.FlagNATSURL, config.FlagStream, config.FlagSubject, config.FlagConsumer)
+	pf.StringVar(&f.dlqStream, "dlq-stream", os.Getenv("INDEXER_DLQ_STREAM"), "dead-letter stream (env INDEXER_DLQ_STREAM; default: serve's, STREAM_DLQ for a custom --stream)")
+	pf.StringVar(&f.dlqPrefix, "dlq-prefix", os.Getenv("INDEXER_DLQ_PREFIX"), "subject prefix of dead letters (env INDEXER_DLQ_PREFIX; default: serve's, dlq.SUBJECT for a custom --subject)")
+}
+
+// resolve fills natsURL and cfg from the parsed flags and the environment.
+func (f *queueFlags) resolve() error {
+	if err := f.loader.Resolve(); err != nil {
+		return err
+	}
+	f.natsURL = f.settings.NATSURL
+	if f.natsURL == "" {
+		f.natsURL = nats.DefaultURL
+	}
+	qc := service.QueueConfig(f.settings)
+	f.cfg = queue.Config{Stream: qc.Stream, SubjectPrefix: qc.SubjectPrefix, Consumer: qc.Consumer,
+		DLQStream: qc.DLQStream, DLQPrefix: qc.DLQPrefix}
+	if f.dlqStream != "" {
+		f.cfg.DLQStream = f.dlqStream
+	}
+	if f.dlqPrefix != "" {
+		f.cfg.DLQPrefix = f.dlqPrefix
+	}
+	def := func(p *string, d string) {
+		if *p == "" {
+			*p = d
+		}
+	}
+	def(&f.cfg.Stream, queue.DefaultStream)
+	def(&f.cfg.DLQStream, queue.DefaultDLQStream)
+	def(&f.cfg.Consumer, queue.DefaultConsumer)
+	def(&f.cfg.SubjectPrefix, queue.DefaultSubjectPrefix)
+	def(&f.cfg.DLQPrefix, queue.DefaultDLQPrefix)
+	return nil
 }
 
 // connect opens a NATS connection for one command.
 func (f *queueFlags) connect() (*nats.Conn, jetstream.JetStream, error) {
+	if err := f.resolve(); err != nil {
+		return nil, nil, err
+	}
 	nc, err := queue.Connect(f.natsURL, "soci-indexer-cli", nil, nats.MaxReconnects(2))
 	if err != nil {
 		return nil, nil, err

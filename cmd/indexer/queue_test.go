@@ -84,7 +84,7 @@ func TestQueueCommands(t *testing.T) {
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
 		cmd.SetArgs(append(args, "--nats-url", url, "--stream", cfg.Stream, "--dlq-stream", cfg.DLQStream,
-			"--consumer", cfg.Consumer, "--subject-prefix", cfg.SubjectPrefix))
+			"--consumer", cfg.Consumer, "--subject", cfg.SubjectPrefix))
 		if err := cmd.ExecuteContext(ctx); err != nil {
 			t.Fatalf("queue %v: %v\n%s", args, err, out.String())
 		}

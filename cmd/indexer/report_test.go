@@ -27,7 +27,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 	for name, newDSN := range backends {
 		t.Run(name, func(t *testing.T) {
 			dsn := newDSN(t)
-			out, err := runIndexCmd(t, "migrate", "--dsn", dsn)
+			out, err := runIndexCmd(t, "migrate", "--database-url", dsn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,7 +38,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 				t.Fatalf("first migrate printed:\n%s", out)
 			}
 			version := strings.Fields(last)[4]
-			out, err = runIndexCmd(t, "migrate", "--dsn", dsn)
+			out, err = runIndexCmd(t, "migrate", "--database-url", dsn)
 			if want := name + " schema at version " + version + " (was " + version + ")\n"; err != nil || out != want {
 				t.Fatalf("second migrate: %v, printed %q, want %q", err, out, want)
 			}
@@ -65,7 +65,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 			}
 			store.Close()
 
-			out, err = runIndexCmd(t, "report", "coverage", "--dsn", dsn, "--json")
+			out, err = runIndexCmd(t, "report", "coverage", "--database-url", dsn, "--json")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,7 +81,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 				t.Errorf("coverage = %+v, want %+v", coverage, want)
 			}
 
-			out, err = runIndexCmd(t, "report", "failures", "--dsn", dsn)
+			out, err = runIndexCmd(t, "report", "failures", "--database-url", dsn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +90,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 				t.Errorf("failures table:\n%s", out)
 			}
 			for _, report := range db.ReportNames {
-				if _, err := runIndexCmd(t, "report", report, "--dsn", dsn, "--json"); err != nil {
+				if _, err := runIndexCmd(t, "report", report, "--database-url", dsn, "--json"); err != nil {
 					t.Errorf("report %s: %v", report, err)
 				}
 			}
@@ -98,15 +98,15 @@ func TestMigrateAndReportCommands(t *testing.T) {
 	}
 
 	for _, args := range [][]string{
-		{"report", "nonsense", "--dsn", "sqlite://" + filepath.Join(t.TempDir(), "x.db")},
-		{"report", "coverage", "--dsn", "mysql://x"},
-		{"migrate", "--dsn", "nonsense"},
+		{"report", "nonsense", "--database-url", "sqlite://" + filepath.Join(t.TempDir(), "x.db")},
+		{"report", "coverage", "--database-url", "mysql://x"},
+		{"migrate", "--database-url", "nonsense"},
 	} {
 		if _, err := runIndexCmd(t, args...); err == nil {
 			t.Errorf("indexer %v: no error", args)
 		}
 	}
-	t.Setenv("INDEXER_DSN", "")
+	t.Setenv("INDEXER_DATABASE_URL", "")
 	if _, err := runIndexCmd(t, "migrate"); !errors.Is(err, errNoDSN) {
 		t.Errorf("migrate without a DSN: %v, want errNoDSN", err)
 	}
