@@ -113,8 +113,47 @@ func newQueueCmd() *cobra.Command {
 	return cmd
 }
 
+// queueListing is `queue ls --json`.
+type queueListing struct {
+	Stream      string    `json:"stream"`
+	Messages    uint64    `json:"messages"`
+	Bytes       uint64    `json:"bytes"`
+	FirstSeq    uint64    `json:"first_seq"`
+	LastSeq     uint64    `json:"last_seq"`
+	Oldest      time.Time `json:"oldest,omitzero"`
+	Consumer    string    `json:"consumer"`
+	Pending     uint64    `json:"pending"`
+	AckPending  int       `json:"ack_pending"`
+	Redelivered int       `json:"redelivered"`
+	Waiting     int       `json:"waiting"`
+	DLQStream   string    `json:"dlq_stream"`
+	DeadLetters uint64    `json:"dead_letters"`
+	Settings    struct {
+		Replicas      int      `json:"replicas"`
+		Storage       string   `json:"storage"`
+		Duplicates    string   `json:"duplicates"`
+		AckWait       string   `json:"ack_wait"`
+		MaxDeliver    int      `json:"max_deliver"`
+		BackOff       []string `json:"backoff"`
+		MaxAckPending int      `json:"max_ack_pending"`
+	} `json:"settings"`
+}
+
+// deadLetterListing is one entry of `queue dlq ls --json`.
+type deadLetterListing struct {
+	Sequence     uint64    `json:"seq"`
+	DeadAt       time.Time `json:"dead_at"`
+	Reason       string    `json:"reason"`
+	Deliveries   uint64    `json:"deliveries"`
+	WorkSequence uint64    `json:"work_seq"`
+	Key          string    `json:"key"`
+	Job          queue.Job `json:"job"`
+	LastError    string    `json:"last_error"`
+}
+
 func newQueueLsCmd(f *queueFlags) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "Show the work stream and consumer state",
 		Args:  cobra.NoArgs,
@@ -128,6 +167,24 @@ func newQueueLsCmd(f *queueFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				c := q.Config()
+				l := queueListing{Stream: st.Stream, Messages: st.Messages, Bytes: st.Bytes, FirstSeq: st.FirstSeq,
+					LastSeq: st.LastSeq, Oldest: st.Oldest, Consumer: st.Consumer, Pending: st.Pending,
+					AckPending: st.AckPending, Redelivered: st.Redelivered, Waiting: st.Waiting,
+					DLQStream: st.DLQStream, DeadLetters: st.DeadLetters}
+				l.Settings.Replicas, l.Settings.Storage = c.Replicas, "file"
+				if c.MemoryStorage {
+					l.Settings.Storage = "memory"
+				}
+				l.Settings.Duplicates, l.Settings.AckWait = c.Duplicates.String(), c.AckWait.String()
+				l.Settings.MaxDeliver, l.Settings.MaxAckPending = c.MaxDeliver, c.MaxAckPending
+				l.Settings.BackOff = []string{}
+				for _, b := range c.BackOff {
+					l.Settings.BackOff = append(l.Settings.BackOff, b.String())
+				}
+				return writeJSON(cmd.OutOrStdout(), l)
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "STREAM\tMESSAGES\tBYTES\tFIRST SEQ\tLAST SEQ\n")
 			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\n\n", st.Stream, st.Messages, st.Bytes, st.FirstSeq, st.LastSeq)
@@ -139,6 +196,8 @@ func newQueueLsCmd(f *queueFlags) *cobra.Command {
 			return w.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object instead of tables")
+	return cmd
 }
 
 // printSettings shows the settings in use on the server.
@@ -220,7 +279,10 @@ the one way to, e.g., go from 1 to 3 replicas. See docs/nats.md.`,
 
 func newDLQCmd(f *queueFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "dlq", Short: "List and retry dead-lettered jobs"}
-	var limit int
+	var (
+		limit  int
+		asJSON bool
+	)
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List dead letters with their last error",
@@ -235,6 +297,15 @@ func newDLQCmd(f *queueFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				list := make([]deadLetterListing, 0, len(dls))
+				for _, dl := range dls {
+					list = append(list, deadLetterListing{Sequence: dl.Sequence, DeadAt: dl.DeadAt, Reason: dl.Reason,
+						Deliveries: dl.Deliveries, WorkSequence: dl.WorkSequence, Key: dl.Job.Key(), Job: dl.Job,
+						LastError: dl.LastError})
+				}
+				return writeJSON(cmd.OutOrStdout(), list)
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "SEQ\tDEAD AT\tREASON\tDELIVERIES\tJOB\tTAG\tLAST ERROR\n")
 			for _, dl := range dls {
@@ -245,6 +316,7 @@ func newDLQCmd(f *queueFlags) *cobra.Command {
 		},
 	}
 	ls.Flags().IntVar(&limit, "limit", 100, "list at most this many (0: all)")
+	ls.Flags().BoolVar(&asJSON, "json", false, "print a JSON array instead of a table")
 
 	var all bool
 	retry := &cobra.Command{
