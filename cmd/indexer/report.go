@@ -34,7 +34,7 @@ func newReportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, err := db.Open(cmd.Context(), dsn, db.WithLogger(slog.Default()))
+			store, err := db.OpenExisting(cmd.Context(), dsn, db.WithLogger(slog.Default()))
 			if err != nil {
 				return err
 			}

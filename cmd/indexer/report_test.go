@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,4 +126,29 @@ func run(ctx context.Context, store db.Store, key db.JobKey, cause error) error 
 		return store.Fail(ctx, key, cause, true)
 	}
 	return store.Succeed(ctx, key, db.JobResult{BytesRead: 1 << 20, OptionsHash: "h"})
+}
+
+// TestReportNeverCreatesOrMigrates: report reads; a missing SQLite file or
+// a Postgres database without the schema is an error, and stays as it was.
+func TestReportNeverCreatesOrMigrates(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	_, err := runIndexCmd(t, "report", "coverage", "--database-url", "sqlite://"+missing)
+	if err == nil || !strings.Contains(err.Error(), missing) || !errors.Is(err, db.ErrNotMigrated) {
+		t.Errorf("report on a missing SQLite file: %v", err)
+	}
+	if _, statErr := os.Stat(missing); !errors.Is(statErr, os.ErrNotExist) {
+		t.Errorf("report created %s (%v)", missing, statErr)
+	}
+
+	dsn, _ := testpg.NewDatabase(t, "cliro")
+	_, err = runIndexCmd(t, "report", "coverage", "--database-url", dsn)
+	if err == nil || !strings.Contains(err.Error(), "run indexer migrate") {
+		t.Errorf("report on an unmigrated Postgres database: %v", err)
+	}
+	if _, err := runIndexCmd(t, "migrate", "--database-url", dsn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runIndexCmd(t, "report", "coverage", "--database-url", dsn); err != nil {
+		t.Errorf("report after migrate: %v", err)
+	}
 }
