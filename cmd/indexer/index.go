@@ -12,8 +12,10 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
@@ -99,11 +101,13 @@ digest gets v1 indexes instead.`,
 				}
 				opts = append(opts, index.WithLayerConcurrency(c.LayerConcurrency))
 			}
+			var wanted []ocispec.Platform
 			for _, p := range platforms {
 				spec, err := index.ParsePlatform(p)
 				if err != nil {
 					return err
 				}
+				wanted = append(wanted, spec)
 				opts = append(opts, index.WithPlatform(spec))
 			}
 			if allPlatforms {
@@ -130,7 +134,7 @@ digest gets v1 indexes instead.`,
 				defer store.Close()
 				opts = append(opts, index.WithArtifactsDb(store), index.WithLocker(store))
 			}
-			return runIndex(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], opts, asJSON)
+			return runIndex(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], opts, wanted, asJSON)
 		},
 	}
 	reg.register(cmd, config.FlagDatabaseURL, config.FlagIndexVersion, config.FlagV2TagTemplate,
@@ -144,7 +148,8 @@ digest gets v1 indexes instead.`,
 	return cmd
 }
 
-func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference string, opts []index.BuildOption, asJSON bool) error {
+func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference string, opts []index.BuildOption,
+	wanted []ocispec.Platform, asJSON bool) error {
 	ref, err := registryclient.ParseImageReference(reference)
 	if err != nil {
 		return err
@@ -156,6 +161,11 @@ func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference 
 	b, err := index.NewIndexBuilder(repo, opts...)
 	if err != nil {
 		return err
+	}
+	if len(wanted) > 0 {
+		if err := checkSinglePlatform(ctx, b, repo, ref.Reference(), wanted, reference); err != nil {
+			return err
+		}
 	}
 	results, err := b.Build(ctx, ref.Reference())
 	if err != nil {
@@ -171,6 +181,49 @@ func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference 
 			r.ManifestDesc.Digest, layerSummary(r.Layers), dash(r.Tag))
 	}
 	return tw.Flush()
+}
+
+// checkSinglePlatform refuses --platform on a single-platform image whose
+// config names none of the wanted platforms: the builder indexes such an
+// image whatever --platform says. (On an image index the builder refuses
+// a platform it does not list.)
+func checkSinglePlatform(ctx context.Context, b *index.IndexBuilder, repo index.Repository, reference string, wanted []ocispec.Platform, imageRef string) error {
+	img, err := b.ResolveImage(ctx, reference)
+	if err != nil {
+		return err
+	}
+	desc := img.Descriptor
+	if desc.MediaType != ocispec.MediaTypeImageManifest && desc.MediaType != "application/vnd.docker.distribution.manifest.v2+json" {
+		return nil
+	}
+	have := desc.Platform
+	if have == nil {
+		raw, err := content.FetchAll(ctx, repo, desc)
+		if err != nil {
+			return err
+		}
+		var m ocispec.Manifest
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		}
+		raw, err = content.FetchAll(ctx, repo, m.Config)
+		if err != nil {
+			return err
+		}
+		var cfg ocispec.Image
+		if json.Unmarshal(raw, &cfg) != nil || cfg.OS == "" {
+			return nil // no platform to compare with
+		}
+		have = &cfg.Platform
+	}
+	var names []string
+	for _, w := range wanted {
+		if index.MatchPlatform(w, *have) {
+			return nil
+		}
+		names = append(names, index.FormatPlatform(w))
+	}
+	return fmt.Errorf("%w: --platform %s matches nothing in %s, a single-platform image for %s", index.ErrPlatformNotFound, strings.Join(names, ", "), imageRef, index.FormatPlatform(*have))
 }
 
 // openRepository opens the repository of an image reference.

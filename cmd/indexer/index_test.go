@@ -214,3 +214,23 @@ func TestIndexLsListsEveryPlatform(t *testing.T) {
 		t.Fatalf("ls: %+v, want one row per platform with the same (byte-identical) SOCI index", listed)
 	}
 }
+
+// A --platform that matches nothing in the image is an error, on a
+// single-platform image too, rather than nothing built and exit 0.
+func TestIndexPlatformMatchingNothing(t *testing.T) {
+	reg, err := registry.Start(context.Background(), registry.Options{DisableDeletes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	pushIndexTestImage(t, reg, "cli/single")
+	ref := reg.Addr() + "/cli/single:v1"
+	for _, p := range []string{"foo", "plan9/mips"} {
+		out, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--platform", p)
+		if err == nil {
+			t.Errorf("index --platform %s: no error\n%s", p, out)
+		} else {
+			t.Logf("index --platform %s: %v", p, err)
+		}
+	}
+}
