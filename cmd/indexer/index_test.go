@@ -234,3 +234,18 @@ func TestIndexPlatformMatchingNothing(t *testing.T) {
 		}
 	}
 }
+
+// A refused password names the registry and the user, given through
+// serve's --registry-auth.
+func TestIndexWrongPasswordNamesRegistryAndUser(t *testing.T) {
+	reg, err := registry.Start(context.Background(), registry.Options{Htpasswd: map[string]string{"alice": "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	_, err = runIndexCmd(t, "index", reg.Addr()+"/cli/app:v1", "--plain-http",
+		"--registry-auth", reg.Addr()+"=alice:wrong")
+	if err == nil || !strings.Contains(err.Error(), reg.Addr()) || !strings.Contains(err.Error(), `"alice"`) {
+		t.Errorf("wrong password: %v, want an error naming %s and alice", err, reg.Addr())
+	}
+}
