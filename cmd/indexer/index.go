@@ -12,46 +12,50 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
+	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
 )
 
-// registryFlags are the flags that say how to reach a registry.
+// registryFlags are the settings that say how to reach a registry, under
+// serve's names (internal/config): --plain-http, --plain-http-registry,
+// --registry-ca-file, --registry-auth HOST=USER:PASSWORD, --docker-config.
 type registryFlags struct {
-	plainHTTP    bool
-	caFile       string
-	username     string
-	password     string
-	dockerConfig string
+	cfg    config.Config
+	loader *config.Loader
 }
 
-func (f *registryFlags) register(cmd *cobra.Command) {
-	fl := cmd.Flags()
-	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk HTTP instead of HTTPS")
-	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates to trust besides the system's")
-	fl.StringVar(&f.username, "username", os.Getenv("INDEXER_REGISTRY_USERNAME"), "registry user name (env INDEXER_REGISTRY_USERNAME)")
-	fl.StringVar(&f.password, "password", os.Getenv("INDEXER_REGISTRY_PASSWORD"), "registry password or token (env INDEXER_REGISTRY_PASSWORD)")
-	fl.StringVar(&f.dockerConfig, "docker-config", "", "Docker config.json to read credentials from (default: the Docker CLI's)")
+// registrySettings are the flags of registryFlags.
+var registrySettings = []string{config.FlagPlainHTTP, "plain-http-registry", config.FlagRegistryCAFile,
+	config.FlagRegistryAuth, config.FlagDockerConfig}
+
+func (f *registryFlags) register(cmd *cobra.Command, more ...string) {
+	f.loader = config.RegisterOnly(cmd.Flags(), &f.cfg, os.LookupEnv, false, append(more, registrySettings...)...)
+}
+
+// load resolves the settings from the environment once flags are parsed.
+func (f *registryFlags) load() error {
+	if err := f.loader.Resolve(); err != nil {
+		return err
+	}
+	_, err := f.cfg.Credentials()
+	return err
 }
 
 func newIndexCmd() *cobra.Command {
 	var (
 		reg           registryFlags
-		version       string
 		platforms     []string
 		allPlatforms  bool
-		spanSize      int64
-		minLayerSize  int64
 		optimizations []string
-		tagTemplate   string
-		concurrency   int
-		dsn           string
 		asJSON        bool
 	)
 	cmd := &cobra.Command{
@@ -66,28 +70,44 @@ OCI index tagged after the image's tag ("{tag}-soci"); an image given only by
 digest gets v1 indexes instead.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := index.ParseIndexVersion(version)
-			if err != nil {
+			if err := reg.load(); err != nil {
 				return err
 			}
-			if err := ztoc.CheckSpanSize(spanSize); err != nil {
+			c := reg.cfg
+			v, err := index.ParseIndexVersion(c.IndexVersion)
+			if err != nil {
+				return fmt.Errorf("--index-version: %w", err)
+			}
+			if err := ztoc.CheckSpanSize(c.SpanSize); err != nil {
 				return fmt.Errorf("--span-size: %w", err)
+			}
+			if c.MinLayerSize < 0 {
+				return fmt.Errorf("--min-layer-size %d: want >= 0", c.MinLayerSize)
+			}
+			tagTemplate := c.V2TagTemplate
+			if tagTemplate == "" {
+				tagTemplate = index.DefaultV2TagTemplate
 			}
 			opts := []index.BuildOption{
 				index.WithIndexVersion(v),
-				index.WithSpanSize(spanSize),
-				index.WithMinLayerSize(minLayerSize),
+				index.WithSpanSize(c.SpanSize),
+				index.WithMinLayerSize(c.MinLayerSize),
 				index.WithV2TagTemplate(tagTemplate),
 				index.WithLogger(slog.Default()),
 			}
-			if concurrency > 0 {
-				opts = append(opts, index.WithLayerConcurrency(concurrency))
+			if cmd.Flags().Changed(config.FlagLayerConc) || c.LayerConcurrency != 2 {
+				if c.LayerConcurrency < 1 {
+					return fmt.Errorf("--layer-concurrency %d: want at least 1", c.LayerConcurrency)
+				}
+				opts = append(opts, index.WithLayerConcurrency(c.LayerConcurrency))
 			}
+			var wanted []ocispec.Platform
 			for _, p := range platforms {
 				spec, err := index.ParsePlatform(p)
 				if err != nil {
 					return err
 				}
+				wanted = append(wanted, spec)
 				opts = append(opts, index.WithPlatform(spec))
 			}
 			if allPlatforms {
@@ -104,7 +124,7 @@ digest gets v1 indexes instead.`,
 			if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 				opts = append(opts, index.WithProgress(newProgressPrinter(stderr).report))
 			}
-			if dsn != "" {
+			if dsn := c.DatabaseURL; dsn != "" {
 				// The database records what is built, lends its zTOCs for
 				// reuse and serialises referrers updates with the service.
 				store, err := db.Open(cmd.Context(), dsn, db.WithLogger(slog.Default()))
@@ -114,26 +134,22 @@ digest gets v1 indexes instead.`,
 				defer store.Close()
 				opts = append(opts, index.WithArtifactsDb(store), index.WithLocker(store))
 			}
-			return runIndex(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], opts, asJSON)
+			return runIndex(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], opts, wanted, asJSON)
 		},
 	}
-	reg.register(cmd)
+	reg.register(cmd, config.FlagDatabaseURL, config.FlagIndexVersion, config.FlagV2TagTemplate,
+		config.FlagSpanSize, config.FlagMinLayerSize, config.FlagLayerConc)
 	fl := cmd.Flags()
-	fl.StringVar(&version, "soci-version", "v2", "SOCI index version: v1, v2 or both")
 	fl.StringArrayVar(&platforms, "platform", nil, "platform to index, os/arch[/variant] (repeatable; default: all)")
 	fl.BoolVar(&allPlatforms, "all-platforms", false, "index every platform (the default)")
-	fl.Int64Var(&spanSize, "span-size", index.DefaultSpanSize, "span size of the zTOCs, in uncompressed bytes, at least 1 MiB")
-	fl.Int64Var(&minLayerSize, "min-layer-size", index.DefaultMinLayerSize, "compressed size under which a layer is not indexed")
 	fl.StringSliceVar(&optimizations, "optimizations", nil, "optimizations to enable: xattr")
-	fl.StringVar(&tagTemplate, "v2-tag", index.DefaultV2TagTemplate, "tag of the v2 OCI index; {tag} is the image's tag")
-	fl.IntVar(&concurrency, "layer-concurrency", 0, "layers processed at once (default: the number of CPUs, at least 2)")
-	fl.StringVar(&dsn, "dsn", os.Getenv("INDEXER_DSN"), "artifacts database (postgres://… or sqlite://PATH) for zTOC reuse and records (env INDEXER_DSN)")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.AddCommand(newIndexLsCmd())
 	return cmd
 }
 
-func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference string, opts []index.BuildOption, asJSON bool) error {
+func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference string, opts []index.BuildOption,
+	wanted []ocispec.Platform, asJSON bool) error {
 	ref, err := registryclient.ParseImageReference(reference)
 	if err != nil {
 		return err
@@ -145,6 +161,11 @@ func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference 
 	b, err := index.NewIndexBuilder(repo, opts...)
 	if err != nil {
 		return err
+	}
+	if len(wanted) > 0 {
+		if err := checkSinglePlatform(ctx, b, repo, ref.Reference(), wanted, reference); err != nil {
+			return err
+		}
 	}
 	results, err := b.Build(ctx, ref.Reference())
 	if err != nil {
@@ -162,15 +183,61 @@ func runIndex(ctx context.Context, out io.Writer, reg *registryFlags, reference 
 	return tw.Flush()
 }
 
+// checkSinglePlatform refuses --platform on a single-platform image whose
+// config names none of the wanted platforms: the builder indexes such an
+// image whatever --platform says. (On an image index the builder refuses
+// a platform it does not list.)
+func checkSinglePlatform(ctx context.Context, b *index.IndexBuilder, repo index.Repository, reference string, wanted []ocispec.Platform, imageRef string) error {
+	img, err := b.ResolveImage(ctx, reference)
+	if err != nil {
+		return err
+	}
+	desc := img.Descriptor
+	if desc.MediaType != ocispec.MediaTypeImageManifest && desc.MediaType != "application/vnd.docker.distribution.manifest.v2+json" {
+		return nil
+	}
+	have := desc.Platform
+	if have == nil {
+		raw, err := content.FetchAll(ctx, repo, desc)
+		if err != nil {
+			return err
+		}
+		var m ocispec.Manifest
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		}
+		raw, err = content.FetchAll(ctx, repo, m.Config)
+		if err != nil {
+			return err
+		}
+		var cfg ocispec.Image
+		if json.Unmarshal(raw, &cfg) != nil || cfg.OS == "" {
+			return nil // no platform to compare with
+		}
+		have = &cfg.Platform
+	}
+	var names []string
+	for _, w := range wanted {
+		if index.MatchPlatform(w, *have) {
+			return nil
+		}
+		names = append(names, index.FormatPlatform(w))
+	}
+	return fmt.Errorf("%w: --platform %s matches nothing in %s, a single-platform image for %s", index.ErrPlatformNotFound, strings.Join(names, ", "), imageRef, index.FormatPlatform(*have))
+}
+
 // openRepository opens the repository of an image reference.
 func (f *registryFlags) openRepository(ref registryclient.ImageReference) (index.Repository, error) {
+	cred, err := f.cfg.CredentialFunc()
+	if err != nil {
+		return nil, err
+	}
+	host, _, _ := strings.Cut(ref.RepositoryName(), "/")
 	client, err := registryclient.New(registryclient.Options{
-		PlainHTTP:    f.plainHTTP,
-		CAFile:       f.caFile,
-		Username:     f.username,
-		Password:     f.password,
-		DockerConfig: f.dockerConfig,
-		UserAgent:    "soci-indexer",
+		PlainHTTP:  f.cfg.UsesPlainHTTP(host),
+		CAFile:     f.cfg.RegistryCAFile,
+		Credential: cred,
+		UserAgent:  "soci-indexer",
 	})
 	if err != nil {
 		return nil, err
@@ -191,6 +258,9 @@ platform manifest, v2 indexes named by the manifests' annotations. For a tagged
 image, the v2 image under "{tag}-soci" is looked at too.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := reg.load(); err != nil {
+				return err
+			}
 			return runIndexLs(cmd.Context(), cmd.OutOrStdout(), &reg, args[0], asJSON)
 		},
 	}

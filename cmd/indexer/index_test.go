@@ -85,7 +85,7 @@ func TestIndexCommand(t *testing.T) {
 	manifest := pushIndexTestImage(t, reg, "cli/app")
 	ref := reg.Addr() + "/cli/app:v1"
 
-	out, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--soci-version", "both", "--json")
+	out, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--index-version", "both", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,21 +122,21 @@ func TestIndexCommand(t *testing.T) {
 
 	// With a database, the same layer in another repository is reused.
 	dsn := "sqlite://" + filepath.Join(t.TempDir(), "indexer.db")
-	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--dsn", dsn); err != nil {
+	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--database-url", dsn); err != nil {
 		t.Fatal(err)
 	}
 	pushIndexTestImage(t, reg, "cli/other")
-	out, err = runIndexCmd(t, "index", reg.Addr()+"/cli/other:v1", "--plain-http", "--min-layer-size", "0", "--dsn", dsn, "--json")
+	out, err = runIndexCmd(t, "index", reg.Addr()+"/cli/other:v1", "--plain-http", "--min-layer-size", "0", "--database-url", dsn, "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	built = nil
 	if err := json.Unmarshal([]byte(out), &built); err != nil || len(built) != 1 || built[0].Layers[0].State != string(index.LayerReused) {
-		t.Fatalf("second repository with --dsn: %s (%v)", out, err)
+		t.Fatalf("second repository with --database-url: %s (%v)", out, err)
 	}
 
-	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--soci-version", "v3"); err == nil {
-		t.Fatal("--soci-version v3 accepted")
+	if _, err := runIndexCmd(t, "index", ref, "--plain-http", "--index-version", "v3"); err == nil {
+		t.Fatal("--index-version v3 accepted")
 	}
 	if _, err := runIndexCmd(t, "index", reg.Addr()+"/cli/app", "--plain-http"); err == nil {
 		t.Fatal("reference without tag or digest accepted")
@@ -212,5 +212,40 @@ func TestIndexLsListsEveryPlatform(t *testing.T) {
 	}
 	if len(listed) != 2 || platforms["linux/amd64"] == "" || platforms["linux/amd64"] != platforms["linux/arm64"] {
 		t.Fatalf("ls: %+v, want one row per platform with the same (byte-identical) SOCI index", listed)
+	}
+}
+
+// A --platform that matches nothing in the image is an error, on a
+// single-platform image too, rather than nothing built and exit 0.
+func TestIndexPlatformMatchingNothing(t *testing.T) {
+	reg, err := registry.Start(context.Background(), registry.Options{DisableDeletes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	pushIndexTestImage(t, reg, "cli/single")
+	ref := reg.Addr() + "/cli/single:v1"
+	for _, p := range []string{"foo", "plan9/mips"} {
+		out, err := runIndexCmd(t, "index", ref, "--plain-http", "--min-layer-size", "0", "--platform", p)
+		if err == nil {
+			t.Errorf("index --platform %s: no error\n%s", p, out)
+		} else {
+			t.Logf("index --platform %s: %v", p, err)
+		}
+	}
+}
+
+// A refused password names the registry and the user, given through
+// serve's --registry-auth.
+func TestIndexWrongPasswordNamesRegistryAndUser(t *testing.T) {
+	reg, err := registry.Start(context.Background(), registry.Options{Htpasswd: map[string]string{"alice": "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	_, err = runIndexCmd(t, "index", reg.Addr()+"/cli/app:v1", "--plain-http",
+		"--registry-auth", reg.Addr()+"=alice:wrong")
+	if err == nil || !strings.Contains(err.Error(), reg.Addr()) || !strings.Contains(err.Error(), `"alice"`) {
+		t.Errorf("wrong password: %v, want an error naming %s and alice", err, reg.Addr())
 	}
 }

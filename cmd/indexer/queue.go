@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -13,27 +14,68 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
-// queueFlags locate the job streams.
+// queueFlags locate the job streams: serve's --nats-url, --stream,
+// --subject and --consumer (internal/config, env INDEXER_*), and the
+// dead-letter stream and prefix, which serve derives from the stream and
+// subject (service.QueueConfig).
 type queueFlags struct {
-	natsURL string
-	cfg     queue.Config
+	settings  config.Config
+	loader    *config.Loader
+	dlqStream string
+	dlqPrefix string
+	natsURL   string
+	cfg       queue.Config
 }
 
 func (f *queueFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.natsURL, "nats-url", envOr("INDEXER_NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated for a cluster (env INDEXER_NATS_URL)")
-	pf.StringVar(&f.cfg.Stream, "stream", envOr("INDEXER_QUEUE_STREAM", queue.DefaultStream), "work-queue stream (env INDEXER_QUEUE_STREAM)")
-	pf.StringVar(&f.cfg.DLQStream, "dlq-stream", envOr("INDEXER_QUEUE_DLQ_STREAM", queue.DefaultDLQStream), "dead-letter stream (env INDEXER_QUEUE_DLQ_STREAM)")
-	pf.StringVar(&f.cfg.Consumer, "consumer", envOr("INDEXER_QUEUE_CONSUMER", queue.DefaultConsumer), "durable consumer (env INDEXER_QUEUE_CONSUMER)")
-	pf.StringVar(&f.cfg.SubjectPrefix, "subject-prefix", envOr("INDEXER_QUEUE_SUBJECT_PREFIX", queue.DefaultSubjectPrefix), "subject prefix of jobs (env INDEXER_QUEUE_SUBJECT_PREFIX)")
-	pf.StringVar(&f.cfg.DLQPrefix, "dlq-prefix", envOr("INDEXER_QUEUE_DLQ_PREFIX", queue.DefaultDLQPrefix), "subject prefix of dead letters (env INDEXER_QUEUE_DLQ_PREFIX)")
+	f.loader = config.RegisterOnly(pf, &f.settings, os.LookupEnv, false,
+		config.FlagNATSURL, config.FlagStream, config.FlagSubject, config.FlagConsumer)
+	pf.StringVar(&f.dlqStream, "dlq-stream", os.Getenv("INDEXER_DLQ_STREAM"), "dead-letter stream (env INDEXER_DLQ_STREAM; default: serve's, STREAM_DLQ for a custom --stream)")
+	pf.StringVar(&f.dlqPrefix, "dlq-prefix", os.Getenv("INDEXER_DLQ_PREFIX"), "subject prefix of dead letters (env INDEXER_DLQ_PREFIX; default: serve's, dlq.SUBJECT for a custom --subject)")
+}
+
+// resolve fills natsURL and cfg from the parsed flags and the environment.
+func (f *queueFlags) resolve() error {
+	if err := f.loader.Resolve(); err != nil {
+		return err
+	}
+	f.natsURL = f.settings.NATSURL
+	if f.natsURL == "" {
+		f.natsURL = nats.DefaultURL
+	}
+	qc := service.QueueConfig(f.settings)
+	f.cfg = queue.Config{Stream: qc.Stream, SubjectPrefix: qc.SubjectPrefix, Consumer: qc.Consumer,
+		DLQStream: qc.DLQStream, DLQPrefix: qc.DLQPrefix}
+	if f.dlqStream != "" {
+		f.cfg.DLQStream = f.dlqStream
+	}
+	if f.dlqPrefix != "" {
+		f.cfg.DLQPrefix = f.dlqPrefix
+	}
+	def := func(p *string, d string) {
+		if *p == "" {
+			*p = d
+		}
+	}
+	def(&f.cfg.Stream, queue.DefaultStream)
+	def(&f.cfg.DLQStream, queue.DefaultDLQStream)
+	def(&f.cfg.Consumer, queue.DefaultConsumer)
+	def(&f.cfg.SubjectPrefix, queue.DefaultSubjectPrefix)
+	def(&f.cfg.DLQPrefix, queue.DefaultDLQPrefix)
+	return nil
 }
 
 // connect opens a NATS connection for one command.
 func (f *queueFlags) connect() (*nats.Conn, jetstream.JetStream, error) {
+	if err := f.resolve(); err != nil {
+		return nil, nil, err
+	}
 	nc, err := queue.Connect(f.natsURL, "soci-indexer-cli", nil, nats.MaxReconnects(2))
 	if err != nil {
 		return nil, nil, err
@@ -71,8 +113,47 @@ func newQueueCmd() *cobra.Command {
 	return cmd
 }
 
+// queueListing is `queue ls --json`.
+type queueListing struct {
+	Stream      string    `json:"stream"`
+	Messages    uint64    `json:"messages"`
+	Bytes       uint64    `json:"bytes"`
+	FirstSeq    uint64    `json:"first_seq"`
+	LastSeq     uint64    `json:"last_seq"`
+	Oldest      time.Time `json:"oldest,omitzero"`
+	Consumer    string    `json:"consumer"`
+	Pending     uint64    `json:"pending"`
+	AckPending  int       `json:"ack_pending"`
+	Redelivered int       `json:"redelivered"`
+	Waiting     int       `json:"waiting"`
+	DLQStream   string    `json:"dlq_stream"`
+	DeadLetters uint64    `json:"dead_letters"`
+	Settings    struct {
+		Replicas      int      `json:"replicas"`
+		Storage       string   `json:"storage"`
+		Duplicates    string   `json:"duplicates"`
+		AckWait       string   `json:"ack_wait"`
+		MaxDeliver    int      `json:"max_deliver"`
+		BackOff       []string `json:"backoff"`
+		MaxAckPending int      `json:"max_ack_pending"`
+	} `json:"settings"`
+}
+
+// deadLetterListing is one entry of `queue dlq ls --json`.
+type deadLetterListing struct {
+	Sequence     uint64    `json:"seq"`
+	DeadAt       time.Time `json:"dead_at"`
+	Reason       string    `json:"reason"`
+	Deliveries   uint64    `json:"deliveries"`
+	WorkSequence uint64    `json:"work_seq"`
+	Key          string    `json:"key"`
+	Job          queue.Job `json:"job"`
+	LastError    string    `json:"last_error"`
+}
+
 func newQueueLsCmd(f *queueFlags) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "Show the work stream and consumer state",
 		Args:  cobra.NoArgs,
@@ -86,6 +167,24 @@ func newQueueLsCmd(f *queueFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				c := q.Config()
+				l := queueListing{Stream: st.Stream, Messages: st.Messages, Bytes: st.Bytes, FirstSeq: st.FirstSeq,
+					LastSeq: st.LastSeq, Oldest: st.Oldest, Consumer: st.Consumer, Pending: st.Pending,
+					AckPending: st.AckPending, Redelivered: st.Redelivered, Waiting: st.Waiting,
+					DLQStream: st.DLQStream, DeadLetters: st.DeadLetters}
+				l.Settings.Replicas, l.Settings.Storage = c.Replicas, "file"
+				if c.MemoryStorage {
+					l.Settings.Storage = "memory"
+				}
+				l.Settings.Duplicates, l.Settings.AckWait = c.Duplicates.String(), c.AckWait.String()
+				l.Settings.MaxDeliver, l.Settings.MaxAckPending = c.MaxDeliver, c.MaxAckPending
+				l.Settings.BackOff = []string{}
+				for _, b := range c.BackOff {
+					l.Settings.BackOff = append(l.Settings.BackOff, b.String())
+				}
+				return writeJSON(cmd.OutOrStdout(), l)
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "STREAM\tMESSAGES\tBYTES\tFIRST SEQ\tLAST SEQ\n")
 			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\n\n", st.Stream, st.Messages, st.Bytes, st.FirstSeq, st.LastSeq)
@@ -97,6 +196,8 @@ func newQueueLsCmd(f *queueFlags) *cobra.Command {
 			return w.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object instead of tables")
+	return cmd
 }
 
 // printSettings shows the settings in use on the server.
@@ -178,7 +279,10 @@ the one way to, e.g., go from 1 to 3 replicas. See docs/nats.md.`,
 
 func newDLQCmd(f *queueFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "dlq", Short: "List and retry dead-lettered jobs"}
-	var limit int
+	var (
+		limit  int
+		asJSON bool
+	)
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List dead letters with their last error",
@@ -193,6 +297,15 @@ func newDLQCmd(f *queueFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				list := make([]deadLetterListing, 0, len(dls))
+				for _, dl := range dls {
+					list = append(list, deadLetterListing{Sequence: dl.Sequence, DeadAt: dl.DeadAt, Reason: dl.Reason,
+						Deliveries: dl.Deliveries, WorkSequence: dl.WorkSequence, Key: dl.Job.Key(), Job: dl.Job,
+						LastError: dl.LastError})
+				}
+				return writeJSON(cmd.OutOrStdout(), list)
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "SEQ\tDEAD AT\tREASON\tDELIVERIES\tJOB\tTAG\tLAST ERROR\n")
 			for _, dl := range dls {
@@ -203,6 +316,7 @@ func newDLQCmd(f *queueFlags) *cobra.Command {
 		},
 	}
 	ls.Flags().IntVar(&limit, "limit", 100, "list at most this many (0: all)")
+	ls.Flags().BoolVar(&asJSON, "json", false, "print a JSON array instead of a table")
 
 	var all bool
 	retry := &cobra.Command{

@@ -53,7 +53,7 @@ func TestQueueSetupChangesOnlyWhatItIsGiven(t *testing.T) {
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
 		cmd.SetArgs(append(args, "--nats-url", url, "--stream", cfg.Stream, "--dlq-stream", cfg.DLQStream,
-			"--consumer", cfg.Consumer, "--subject-prefix", cfg.SubjectPrefix, "--dlq-prefix", cfg.DLQPrefix))
+			"--consumer", cfg.Consumer, "--subject", cfg.SubjectPrefix, "--dlq-prefix", cfg.DLQPrefix))
 		if err := cmd.ExecuteContext(ctx); err != nil {
 			t.Fatalf("queue %v: %v\n%s", args, err, out.String())
 		}

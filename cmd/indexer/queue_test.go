@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -84,7 +85,7 @@ func TestQueueCommands(t *testing.T) {
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
 		cmd.SetArgs(append(args, "--nats-url", url, "--stream", cfg.Stream, "--dlq-stream", cfg.DLQStream,
-			"--consumer", cfg.Consumer, "--subject-prefix", cfg.SubjectPrefix))
+			"--consumer", cfg.Consumer, "--subject", cfg.SubjectPrefix))
 		if err := cmd.ExecuteContext(ctx); err != nil {
 			t.Fatalf("queue %v: %v\n%s", args, err, out.String())
 		}
@@ -92,6 +93,15 @@ func TestQueueCommands(t *testing.T) {
 	}
 	if out := run("ls"); !strings.Contains(out, cfg.Stream) || !strings.Contains(out, cfg.DLQStream) {
 		t.Errorf("queue ls:\n%s", out)
+	}
+	var ls queueListing
+	if err := json.Unmarshal([]byte(run("ls", "--json")), &ls); err != nil || ls.Stream != cfg.Stream || ls.DLQStream != cfg.DLQStream || ls.DeadLetters < 1 {
+		t.Errorf("queue ls --json: %+v (%v)", ls, err)
+	}
+	var dls []deadLetterListing
+	if err := json.Unmarshal([]byte(run("dlq", "ls", "--json")), &dls); err != nil || len(dls) < 1 ||
+		dls[0].Reason != "terminated" || !strings.Contains(dls[0].LastError, "not an image") || dls[0].Job.Registry != "r.test" {
+		t.Errorf("queue dlq ls --json: %+v (%v)", dls, err)
 	}
 	dlq := run("dlq", "ls")
 	if !strings.Contains(dlq, "terminated") || !strings.Contains(dlq, "not an image") || !strings.Contains(dlq, "r.test/app@sha256:") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,7 +11,7 @@ import (
 
 func newReportCmd() *cobra.Command {
 	var (
-		dsn    string
+		dsnOf  func() (string, error)
 		asJSON bool
 		limit  int
 	)
@@ -26,15 +25,16 @@ func newReportCmd() *cobra.Command {
   reuse        zTOCs built and reused per repository, and the layer bytes not rebuilt
   largest      the largest layers that got a zTOC, with the zTOC's size
   throughput   attempts finished per UTC day, bytes read, mean duration`,
-		Example: `  indexer report coverage --dsn postgres://indexer@db/indexer
+		Example: `  indexer report coverage --database-url postgres://indexer@db/indexer
   indexer report failures --limit 10 --json`,
 		ValidArgs: db.ReportNames,
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if dsn == "" {
-				return errNoDSN
+			dsn, err := dsnOf()
+			if err != nil {
+				return err
 			}
-			store, err := db.Open(cmd.Context(), dsn, db.WithLogger(slog.Default()))
+			store, err := db.OpenExisting(cmd.Context(), dsn, db.WithLogger(slog.Default()))
 			if err != nil {
 				return err
 			}
@@ -50,7 +50,7 @@ func newReportCmd() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&dsn, "dsn", os.Getenv("INDEXER_DSN"), "database: postgres://… or sqlite://PATH (env INDEXER_DSN)")
+	dsnOf = databaseFlag(cmd)
 	fl.BoolVar(&asJSON, "json", false, "print a JSON array instead of a table")
 	fl.IntVar(&limit, "limit", 0, "rows for failures and largest, days for throughput (0: 50, 20 and 30)")
 	return cmd

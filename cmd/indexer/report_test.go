@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 	for name, newDSN := range backends {
 		t.Run(name, func(t *testing.T) {
 			dsn := newDSN(t)
-			out, err := runIndexCmd(t, "migrate", "--dsn", dsn)
+			out, err := runIndexCmd(t, "migrate", "--database-url", dsn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,7 +39,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 				t.Fatalf("first migrate printed:\n%s", out)
 			}
 			version := strings.Fields(last)[4]
-			out, err = runIndexCmd(t, "migrate", "--dsn", dsn)
+			out, err = runIndexCmd(t, "migrate", "--database-url", dsn)
 			if want := name + " schema at version " + version + " (was " + version + ")\n"; err != nil || out != want {
 				t.Fatalf("second migrate: %v, printed %q, want %q", err, out, want)
 			}
@@ -65,7 +66,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 			}
 			store.Close()
 
-			out, err = runIndexCmd(t, "report", "coverage", "--dsn", dsn, "--json")
+			out, err = runIndexCmd(t, "report", "coverage", "--database-url", dsn, "--json")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,7 +82,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 				t.Errorf("coverage = %+v, want %+v", coverage, want)
 			}
 
-			out, err = runIndexCmd(t, "report", "failures", "--dsn", dsn)
+			out, err = runIndexCmd(t, "report", "failures", "--database-url", dsn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +91,7 @@ func TestMigrateAndReportCommands(t *testing.T) {
 				t.Errorf("failures table:\n%s", out)
 			}
 			for _, report := range db.ReportNames {
-				if _, err := runIndexCmd(t, "report", report, "--dsn", dsn, "--json"); err != nil {
+				if _, err := runIndexCmd(t, "report", report, "--database-url", dsn, "--json"); err != nil {
 					t.Errorf("report %s: %v", report, err)
 				}
 			}
@@ -98,15 +99,15 @@ func TestMigrateAndReportCommands(t *testing.T) {
 	}
 
 	for _, args := range [][]string{
-		{"report", "nonsense", "--dsn", "sqlite://" + filepath.Join(t.TempDir(), "x.db")},
-		{"report", "coverage", "--dsn", "mysql://x"},
-		{"migrate", "--dsn", "nonsense"},
+		{"report", "nonsense", "--database-url", "sqlite://" + filepath.Join(t.TempDir(), "x.db")},
+		{"report", "coverage", "--database-url", "mysql://x"},
+		{"migrate", "--database-url", "nonsense"},
 	} {
 		if _, err := runIndexCmd(t, args...); err == nil {
 			t.Errorf("indexer %v: no error", args)
 		}
 	}
-	t.Setenv("INDEXER_DSN", "")
+	t.Setenv("INDEXER_DATABASE_URL", "")
 	if _, err := runIndexCmd(t, "migrate"); !errors.Is(err, errNoDSN) {
 		t.Errorf("migrate without a DSN: %v, want errNoDSN", err)
 	}
@@ -125,4 +126,29 @@ func run(ctx context.Context, store db.Store, key db.JobKey, cause error) error 
 		return store.Fail(ctx, key, cause, true)
 	}
 	return store.Succeed(ctx, key, db.JobResult{BytesRead: 1 << 20, OptionsHash: "h"})
+}
+
+// TestReportNeverCreatesOrMigrates: report reads; a missing SQLite file or
+// a Postgres database without the schema is an error, and stays as it was.
+func TestReportNeverCreatesOrMigrates(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	_, err := runIndexCmd(t, "report", "coverage", "--database-url", "sqlite://"+missing)
+	if err == nil || !strings.Contains(err.Error(), missing) || !errors.Is(err, db.ErrNotMigrated) {
+		t.Errorf("report on a missing SQLite file: %v", err)
+	}
+	if _, statErr := os.Stat(missing); !errors.Is(statErr, os.ErrNotExist) {
+		t.Errorf("report created %s (%v)", missing, statErr)
+	}
+
+	dsn, _ := testpg.NewDatabase(t, "cliro")
+	_, err = runIndexCmd(t, "report", "coverage", "--database-url", dsn)
+	if err == nil || !strings.Contains(err.Error(), "run indexer migrate") {
+		t.Errorf("report on an unmigrated Postgres database: %v", err)
+	}
+	if _, err := runIndexCmd(t, "migrate", "--database-url", dsn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runIndexCmd(t, "report", "coverage", "--database-url", dsn); err != nil {
+		t.Errorf("report after migrate: %v", err)
+	}
 }

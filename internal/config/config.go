@@ -259,6 +259,10 @@ type Loader struct {
 	fs        *pflag.FlagSet
 	bindings  []binding
 	lookupEnv func(string) (string, bool)
+	// all are every setting's bindings, when bindings is a subset (the
+	// YAML file may name any of them); noFile ignores --config.
+	all    []binding
+	noFile bool
 }
 
 // Register declares the flags of every setting on fs and returns the Loader
@@ -276,7 +280,18 @@ func Register(fs *pflag.FlagSet, cfg *Config, lookupEnv func(string) (string, bo
 // Load applies the YAML file and the environment to every setting whose
 // flag was not given, then validates the result. Call it after fs.Parse.
 func (l *Loader) Load() error {
-	if !l.fs.Changed("config") {
+	if err := l.Resolve(); err != nil {
+		return err
+	}
+	return l.cfg.Validate()
+}
+
+// Resolve is Load without the validation of the whole Config, for commands
+// that take a few settings (RegisterOnly) and check those themselves.
+func (l *Loader) Resolve() error {
+	if l.noFile {
+		l.cfg.File = ""
+	} else if !l.fs.Changed("config") {
 		if v, ok := l.lookupEnv("INDEXER_CONFIG"); ok {
 			l.cfg.File = v
 		}
@@ -289,6 +304,9 @@ func (l *Loader) Load() error {
 		}
 	}
 	known := map[string]bool{}
+	for _, b := range l.all {
+		known[b.Key] = true
+	}
 	for _, b := range l.bindings {
 		known[b.Key] = true
 		if l.fs.Changed(b.Flag) {
@@ -321,7 +339,7 @@ func (l *Loader) Load() error {
 			l.cfg.Listen = DefaultAllInOneListen
 		}
 	}
-	return l.cfg.Validate()
+	return nil
 }
 
 // readYAML reads a flat YAML map; lists become comma-separated values so

@@ -51,6 +51,9 @@ type Options struct {
 	DockerConfig string
 	// NoDockerConfig ignores the Docker config file.
 	NoDockerConfig bool
+	// Credential, when set, supplies the credentials per registry host and
+	// takes the place of Token, Username, Password and DockerConfig.
+	Credential auth.CredentialFunc
 
 	// MaxRetries of a transiently failed request; 0 means
 	// DefaultMaxRetries, a negative value none.
@@ -209,6 +212,8 @@ func errorResponse(resp *http.Response) *errcode.ErrorResponse {
 // registry.
 func credentialFunc(opts Options) (auth.CredentialFunc, error) {
 	switch {
+	case opts.Credential != nil:
+		return opts.Credential, nil
 	case opts.Token != "":
 		cred := auth.Credential{AccessToken: opts.Token}
 		return func(context.Context, string) (auth.Credential, error) { return cred, nil }, nil

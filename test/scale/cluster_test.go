@@ -134,7 +134,7 @@ func newCluster(tb testing.TB, o clusterOptions) *cluster {
 	// The schema exists before the workers start: as the chart's migration
 	// step does, and so that the store below can be opened first.
 	migrate := testproc.Start(tb, "migrate", filepath.Join(c.bin, "indexer"),
-		[]string{"migrate", "--dsn", c.dsn}, testproc.BaseEnv(tb))
+		[]string{"migrate", "--database-url", c.dsn}, testproc.BaseEnv(tb))
 	if err := migrate.Wait(time.Minute); err != nil {
 		tb.Fatalf("indexer migrate: %v\n%s", err, migrate.Output())
 	}
