@@ -70,7 +70,7 @@ type answer struct {
 // Postgres. During a run of images the stream leader is killed, and later a
 // second node is stopped for a while (no quorum), then brought back.
 func TestClusterFailover(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	cluster, err := embeddednats.StartCluster(embeddednats.ClusterConfig{StoreDir: t.TempDir()})
 	if err != nil {
@@ -121,8 +121,12 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each look goes with its own timeout: a JetStream API request that no
+	// server answers (a stream being created, a leader being elected) waits
+	// for its context, and the test's would take the rest of the run.
+	look := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 3*time.Second) }
 	streamInfo := func() (*jetstream.StreamInfo, error) {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, cancel := look()
 		defer cancel()
 		s, err := js.Stream(c, name)
 		if err != nil {
@@ -130,9 +134,11 @@ func TestClusterFailover(t *testing.T) {
 		}
 		return s.Info(c)
 	}
-	waitFor(t, 20*time.Second, "the webhook to create the streams", func() (bool, error) {
+	waitFor(t, 40*time.Second, "the webhook to create the streams", func() (bool, error) {
 		for _, n := range []string{name, name + "_DLQ"} {
-			s, err := js.Stream(ctx, n)
+			c, cancel := look()
+			s, err := js.Stream(c, n)
+			cancel()
 			if err != nil || s.CachedInfo().Config.Replicas != 3 {
 				return false, err
 			}
@@ -295,7 +301,9 @@ func TestClusterFailover(t *testing.T) {
 		}
 		tag := fmt.Sprintf("v%d-soci", i)
 		waitFor(t, 60*time.Second, tag, func() (bool, error) {
-			socis, err := v2Index(ctx, repo, tag)
+			c, cancel := look()
+			defer cancel()
+			socis, err := v2Index(c, repo, tag)
 			return err == nil && len(socis) == 1, err
 		})
 	}
@@ -342,7 +350,9 @@ func TestClusterFailover(t *testing.T) {
 	checkEmpty := func(who string) {
 		t.Helper()
 		waitFor(t, 20*time.Second, "an empty queue on "+who, func() (bool, error) {
-			st, err := workers[0].Queue().Stats(ctx)
+			c, cancel := look()
+			defer cancel()
+			st, err := workers[0].Queue().Stats(c)
 			if err != nil {
 				return false, err
 			}
