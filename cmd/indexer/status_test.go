@@ -91,6 +91,31 @@ func testStatusCommand(t *testing.T, bin string, serveArgs []string, addr func(d
 		img.Indexes[0].Platform != "linux/amd64" || img.Indexes[0].Digest == "" || img.Indexes[0].Manifest == "" {
 		t.Errorf("--json: platforms %v, indexes %+v", img.Platforms, img.Indexes)
 	}
+	// An image the service does not index says so and why, with exit 1:
+	// one layer of 1 MiB is below the 10 MiB minimum layer size.
+	small := rec.Registry + "/demo/small:v1"
+	if out, code := run("demo", "push", "--layers", "1", "--layer-size", "1048576", small); code != 0 {
+		t.Fatalf("demo push: %d %s", code, out)
+	}
+	for {
+		out, code := run(append(append([]string{"status"}, at...), small)...)
+		if strings.Contains(out, "tag v1: skipped") {
+			if code != 1 || !strings.Contains(out, "skipped: no layer gets a zTOC") || !strings.Contains(out, "lazy-loadable: no") {
+				t.Errorf("skipped image: exit %d, want 1 with the reason\n%s", code, out)
+			}
+			break
+		}
+		if code != 1 || time.Now().After(deadline.Add(30*time.Second)) {
+			t.Fatalf("status of the small image: exit %d\n%s", code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, code = run(append(append([]string{"status", "--json"}, at...), small)...)
+	var skipped status.Image
+	if err := json.Unmarshal([]byte(out), &skipped); code != 1 || err != nil || skipped.LazyLoadable || skipped.Indexed ||
+		len(skipped.Tags) != 1 || skipped.Tags[0].State != "skipped" || !strings.Contains(skipped.Tags[0].SkipReason, "minimum layer size") {
+		t.Errorf("--json of the skipped image: exit %d, %v\n%s", code, err, out)
+	}
 	if out, code := run(append(append([]string{"status"}, at...), rec.Registry+"/demo/none:v1")...); code != 1 {
 		t.Errorf("unknown image: exit %d, want 1\n%s", code, out)
 	}
