@@ -140,7 +140,7 @@ func printImageStatus(w io.Writer, ref string, img *status.Image) {
 		}
 		fmt.Fprintf(w, "  tag %s: %s, %d attempt(s)", tag, t.State, t.Attempts)
 		if t.IndexDigest != "" {
-			fmt.Fprintf(w, ", index %s", t.IndexDigest)
+			fmt.Fprintf(w, ", SOCI-enabled image index %s", t.IndexDigest)
 		}
 		if t.SkipReason != "" {
 			fmt.Fprintf(w, ", skipped: %s", t.SkipReason)
