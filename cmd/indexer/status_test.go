@@ -35,36 +35,10 @@ func TestStatusCommand(t *testing.T) {
 }
 
 func testStatusCommand(t *testing.T, bin string, serveArgs []string, addr func(dir string, rec datadir.Server) []string) {
-	dir := t.TempDir()
-	env := testproc.BaseEnv(t)
-	testproc.Start(t, "serve", bin, append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
-		"--registry-listen", "127.0.0.1:0"}, serveArgs...), env)
-	var rec datadir.Server
+	dir, rec, env := startAllInOne(t, bin, serveArgs...)
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var err error
-		if rec, err = datadir.Dir(dir).Running(); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server never recorded itself: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	at := addr(dir, rec)
-	run := func(args ...string) (string, int) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), 0
-	}
+	run := func(args ...string) (string, int) { return runBin(t, bin, env, args...) }
 	ref := rec.Registry + "/demo/app:v1"
 	if out, code := run("demo", "push", ref); code != 0 {
 		t.Fatalf("demo push: %d %s", code, out)
@@ -128,4 +102,42 @@ func testStatusCommand(t *testing.T, bin string, serveArgs []string, addr func(d
 	if out, code := run("status", "--data-dir", t.TempDir(), ref); code != 2 {
 		t.Errorf("no server: exit %d, want 2\n%s", code, out)
 	}
+}
+
+// startAllInOne runs `indexer serve --data-dir` on loopback ports with
+// serveArgs and waits until it has recorded itself in its data directory.
+func startAllInOne(t *testing.T, bin string, serveArgs ...string) (dir string, rec datadir.Server, env []string) {
+	t.Helper()
+	dir = t.TempDir()
+	env = testproc.BaseEnv(t)
+	testproc.Start(t, "serve", bin, append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
+		"--registry-listen", "127.0.0.1:0"}, serveArgs...), env)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var err error
+		if rec, err = datadir.Dir(dir).Running(); err == nil {
+			return dir, rec, env
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never recorded itself: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runBin runs a program to its end and returns its combined output and
+// exit code.
+func runBin(t *testing.T, bin string, env []string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), 0
 }
