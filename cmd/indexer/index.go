@@ -101,6 +101,10 @@ digest gets v1 indexes instead.`,
 				}
 				opts = append(opts, index.WithLayerConcurrency(c.LayerConcurrency))
 			}
+			if c.RangeFetchConns < 1 {
+				return fmt.Errorf("--%s %d: want at least 1 (1: one ordinary GET)", config.FlagRangeFetch, c.RangeFetchConns)
+			}
+			opts = append(opts, index.WithRangeFetch(index.DefaultRangeFetchMin, index.DefaultRangeFetchPart, c.RangeFetchConns))
 			var wanted []ocispec.Platform
 			for _, p := range platforms {
 				spec, err := index.ParsePlatform(p)
@@ -138,7 +142,7 @@ digest gets v1 indexes instead.`,
 		},
 	}
 	reg.register(cmd, config.FlagDatabaseURL, config.FlagIndexVersion, config.FlagV2TagTemplate,
-		config.FlagSpanSize, config.FlagMinLayerSize, config.FlagLayerConc)
+		config.FlagSpanSize, config.FlagMinLayerSize, config.FlagLayerConc, config.FlagRangeFetch)
 	fl := cmd.Flags()
 	fl.StringArrayVar(&platforms, "platform", nil, "platform to index, os/arch[/variant] (repeatable; default: all)")
 	fl.BoolVar(&allPlatforms, "all-platforms", false, "index every platform (the default)")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
@@ -21,6 +22,23 @@ func TestIndexRefusesTinySpan(t *testing.T) {
 		cmd.SetArgs([]string{"127.0.0.1:1/demo/app:v1", "--span-size", span})
 		if err := cmd.ExecuteContext(context.Background()); !errors.Is(err, ztoc.ErrInvalidSpanSize) {
 			t.Errorf("--span-size %s: err = %v, want ErrInvalidSpanSize", span, err)
+		}
+	}
+}
+
+// `indexer index` refuses fewer than one Range GET connection, naming the
+// flag, before it reaches the registry.
+func TestIndexRefusesNoRangeFetchConnection(t *testing.T) {
+	for _, conns := range []string{"0", "-2"} {
+		cmd := newIndexCmd()
+		cmd.SilenceUsage = true
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"127.0.0.1:1/demo/app:v1", "--range-fetch-conns", conns})
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "--range-fetch-conns "+conns+": want at least 1") {
+			t.Errorf("--range-fetch-conns %s: err = %v", conns, err)
 		}
 	}
 }

@@ -74,6 +74,7 @@ type Config struct {
 	Platforms        []string
 	AllPlatforms     bool
 	LayerConcurrency int
+	RangeFetchConns  int
 
 	// Registries.
 	// AllowedRegistries are the registry hosts workers may reach and the
@@ -208,6 +209,9 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 			"index every platform of a multi-platform image", boolean(&c.AllPlatforms, true)),
 		b("layer_concurrency", "layer-concurrency", "INDEXER_LAYER_CONCURRENCY", "2",
 			"layers of one image processed at the same time", integer(&c.LayerConcurrency, 2)),
+		b("range_fetch_conns", "range-fetch-conns", "INDEXER_RANGE_FETCH_CONNS", "4",
+			"HTTP Range GETs at a time for one layer of 64 MiB or more, from registries that answer Range (1: one ordinary GET)",
+			integer(&c.RangeFetchConns, 4)),
 
 		b("allowed_registries", "allowed-registry", "INDEXER_ALLOWED_REGISTRIES", "",
 			"registry hosts (host[:port]) workers may reach; jobs and events for others are refused (repeatable; empty: the embedded registry when it runs, else all)",
@@ -385,6 +389,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers < 1 {
 		return fmt.Errorf("%w: workers must be at least 1, got %d", ErrInvalid, c.Workers)
+	}
+	if c.RangeFetchConns < 1 {
+		return fmt.Errorf("%w: range fetch connections must be at least 1, got %d", ErrInvalid, c.RangeFetchConns)
 	}
 	if c.LayerConcurrency < 1 {
 		return fmt.Errorf("%w: layer concurrency must be at least 1, got %d", ErrInvalid, c.LayerConcurrency)

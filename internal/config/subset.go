@@ -14,6 +14,7 @@ const (
 	FlagSpanSize       = "span-size"
 	FlagMinLayerSize   = "min-layer-size"
 	FlagLayerConc      = "layer-concurrency"
+	FlagRangeFetch     = "range-fetch-conns"
 	FlagPlainHTTP      = "plain-http"
 	FlagRegistryCAFile = "registry-ca-file"
 	FlagRegistryAuth   = "registry-auth"
@@ -25,7 +26,7 @@ const (
 var ServeOnly = []string{
 	"listen", "registry-listen", "webhook", "webhook-secret", "status-token",
 	"workers", "job-timeout", "shutdown-grace", "retry-backoff", "retry-max",
-	"backfill-interval", "backfill-target", FlagLayerConc,
+	"backfill-interval", "backfill-target", FlagLayerConc, FlagRangeFetch,
 }
 
 // RegisterOnly declares on fs the flags of the named settings only, with

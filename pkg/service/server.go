@@ -374,6 +374,7 @@ func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
 		index.WithSpanSize(cfg.SpanSize),
 		index.WithMinLayerSize(cfg.MinLayerSize),
 		index.WithLayerConcurrency(cfg.LayerConcurrency),
+		index.WithRangeFetch(index.DefaultRangeFetchMin, index.DefaultRangeFetchPart, cfg.RangeFetchConns),
 	}
 	identity := fmt.Sprintf("span=%d|min=%d|tag=%s", cfg.SpanSize, cfg.MinLayerSize, cfg.V2TagTemplate)
 	if cfg.V2TagTemplate != "" {
