@@ -16,28 +16,23 @@ import (
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // queueFlags locate the job streams: serve's --nats-url, --stream,
-// --subject and --consumer (internal/config, env INDEXER_*), and the
-// dead-letter stream and prefix, which serve derives from the stream and
-// subject (service.QueueConfig).
+// --subject, --consumer, --dlq-stream and --dlq-prefix (internal/config,
+// env INDEXER_*).
 type queueFlags struct {
-	settings  config.Config
-	loader    *config.Loader
-	dlqStream string
-	dlqPrefix string
-	natsURL   string
-	cfg       queue.Config
+	settings config.Config
+	loader   *config.Loader
+	natsURL  string
+	cfg      queue.Config
 }
 
 func (f *queueFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
 	f.loader = config.RegisterOnly(pf, &f.settings, os.LookupEnv, false,
-		config.FlagNATSURL, config.FlagStream, config.FlagSubject, config.FlagConsumer)
-	pf.StringVar(&f.dlqStream, "dlq-stream", os.Getenv("INDEXER_DLQ_STREAM"), "dead-letter stream (env INDEXER_DLQ_STREAM; default: serve's, STREAM_DLQ for a custom --stream)")
-	pf.StringVar(&f.dlqPrefix, "dlq-prefix", os.Getenv("INDEXER_DLQ_PREFIX"), "subject prefix of dead letters (env INDEXER_DLQ_PREFIX; default: serve's, dlq.SUBJECT for a custom --subject)")
+		config.FlagNATSURL, config.FlagStream, config.FlagSubject, config.FlagConsumer,
+		config.FlagDLQStream, config.FlagDLQPrefix)
 }
 
 // resolve fills natsURL and cfg from the parsed flags and the environment.
@@ -49,15 +44,9 @@ func (f *queueFlags) resolve() error {
 	if f.natsURL == "" {
 		f.natsURL = nats.DefaultURL
 	}
-	qc := service.QueueConfig(f.settings)
+	qc := f.settings.QueueConfig()
 	f.cfg = queue.Config{Stream: qc.Stream, SubjectPrefix: qc.SubjectPrefix, Consumer: qc.Consumer,
 		DLQStream: qc.DLQStream, DLQPrefix: qc.DLQPrefix}
-	if f.dlqStream != "" {
-		f.cfg.DLQStream = f.dlqStream
-	}
-	if f.dlqPrefix != "" {
-		f.cfg.DLQPrefix = f.dlqPrefix
-	}
 	def := func(p *string, d string) {
 		if *p == "" {
 			*p = d

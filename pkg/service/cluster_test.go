@@ -88,14 +88,15 @@ func TestClusterFailover(t *testing.T) {
 	const secret = "cluster-secret"
 
 	// The webhook, first, creates the streams at R3.
-	ws := webhook.DefaultSettings()
-	ws.NATSURL = urls
-	ws.Token = secret
-	ws.Queue.Stream, ws.Queue.SubjectPrefix = name, strings.ToLower(name)
-	ws.Queue.DLQStream, ws.Queue.DLQPrefix = name+"_DLQ", "dlq."+strings.ToLower(name)
-	ws.Queue.Consumer = "workers"
-	ws.Queue.Replicas = 3
-	ws.ShutdownTimeout = 2 * time.Second
+	ws := webhook.ServerOptions{
+		NATSURL: urls,
+		Queue: queue.Config{Stream: name, SubjectPrefix: strings.ToLower(name),
+			DLQStream: name + "_DLQ", DLQPrefix: "dlq." + strings.ToLower(name), Consumer: "workers", Replicas: 3},
+		Handler: webhook.Config{Distribution: webhook.SourceConfig{Token: secret},
+			Harbor: webhook.SourceConfig{Disabled: true}, CloudEvents: webhook.SourceConfig{Disabled: true},
+			ECR: webhook.SourceConfig{Disabled: true}},
+		ShutdownTimeout: 2 * time.Second,
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -172,26 +172,9 @@ func (s *Server) connect(ctx context.Context) error {
 	return nil
 }
 
-// QueueConfig maps the settings onto pkg/queue's configuration. A custom
-// stream gets its own dead-letter stream, so that several deployments (or
-// tests) can share one NATS server.
-func QueueConfig(cfg config.Config) queue.Config {
-	qc := queue.Config{
-		Stream:        cfg.Stream,
-		SubjectPrefix: cfg.Subject,
-		Consumer:      cfg.Consumer,
-		Replicas:      cfg.Replicas,
-		MaxDeliver:    cfg.MaxDeliver,
-		AckWait:       cfg.AckWait,
-	}
-	if cfg.Stream != "" {
-		qc.DLQStream = cfg.Stream + "_DLQ"
-	}
-	if cfg.Subject != "" {
-		qc.DLQPrefix = "dlq." + cfg.Subject
-	}
-	return qc
-}
+// QueueConfig maps the settings onto pkg/queue's configuration (see
+// config.Config.QueueConfig).
+func QueueConfig(cfg config.Config) queue.Config { return cfg.QueueConfig() }
 
 // startHTTP serves /metrics, /healthz, /readyz and, when enabled, the
 // webhook's /hooks/ endpoints.
@@ -206,20 +189,16 @@ func (s *Server) startHTTP() error {
 		mux.Handle("/status/", status.NewHandler(status.New(s.store, s.queue), s.statusToken, s.log))
 	}
 	if s.embedded || s.cfg.Webhook {
-		if s.secret == "" {
-			return fmt.Errorf("%w: the webhook needs --webhook-secret", config.ErrInvalid)
-		}
-		// The in-process webhook serves distribution's notifications; the
-		// other sources need cmd/webhook and its configuration.
-		wcfg := webhook.Config{
-			Distribution: webhook.SourceConfig{Token: s.secret},
-			Harbor:       webhook.SourceConfig{Disabled: true},
-			CloudEvents:  webhook.SourceConfig{Disabled: true},
-			ECR:          webhook.SourceConfig{Disabled: true},
-			Filter: webhook.FilterConfig{OwnTags: []string{ownTagGlob(s.cfg.V2TagTemplate)},
-				AllowRegistry: s.registryAllowed},
-		}
+		// The same handler settings as cmd/webhook's, with the token
+		// generated in the data directory when none was given.
+		hc := s.cfg
+		hc.WebhookSecret = s.secret
+		wcfg := hc.WebhookConfig()
+		wcfg.Filter.AllowRegistry = s.registryAllowed
 		wh, err := webhook.New(s.queue, wcfg, webhook.WithLogger(s.log), webhook.WithRegistry(s.metrics.Registry))
+		if errors.Is(err, webhook.ErrNoToken) {
+			return fmt.Errorf("%w: %w: set --webhook-secret (or the endpoint's own token, or disable it)", config.ErrInvalid, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -239,15 +218,6 @@ func (s *Server) startHTTP() error {
 		}
 	}()
 	return nil
-}
-
-// ownTagGlob is the glob of the tags v2 indexes are pushed under, so the
-// webhook drops their events before they reach the queue.
-func ownTagGlob(template string) string {
-	if template == "" {
-		template = index.DefaultV2TagTemplate
-	}
-	return strings.ReplaceAll(template, "{tag}", "*")
 }
 
 // ready answers 200 when the queue and the database answer.

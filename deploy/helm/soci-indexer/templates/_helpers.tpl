@@ -147,6 +147,8 @@ webhook is told the same names explicitly.
 - name: INDEXER_CONSUMER
   value: {{ . | quote }}
 {{- end }}
+- name: INDEXER_STREAM_REPLICAS
+  value: {{ .Values.queue.replicas | quote }}
 - name: INDEXER_MAX_DELIVER
   value: {{ .Values.queue.maxDeliver | quote }}
 - name: INDEXER_ACK_WAIT
