@@ -15,12 +15,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
+	"github.com/soci-indexer/soci-indexer/internal/datadir"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
 // queueFlags locate the job streams: serve's --nats-url, --stream,
 // --subject, --consumer, --dlq-stream and --dlq-prefix (internal/config,
-// env INDEXER_*).
+// env INDEXER_*). Without --nats-url the all-in-one server running on
+// --data-dir is asked, as backfill does; never a default address, which
+// could be an unrelated NATS server.
 type queueFlags struct {
 	settings config.Config
 	loader   *config.Loader
@@ -32,7 +35,7 @@ func (f *queueFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
 	f.loader = config.RegisterOnly(pf, &f.settings, os.LookupEnv, false,
 		config.FlagNATSURL, config.FlagStream, config.FlagSubject, config.FlagConsumer,
-		config.FlagDLQStream, config.FlagDLQPrefix)
+		config.FlagDLQStream, config.FlagDLQPrefix, config.FlagDataDir)
 }
 
 // resolve fills natsURL and cfg from the parsed flags and the environment.
@@ -42,7 +45,11 @@ func (f *queueFlags) resolve() error {
 	}
 	f.natsURL = f.settings.NATSURL
 	if f.natsURL == "" {
-		f.natsURL = nats.DefaultURL
+		running, err := datadir.Dir(f.settings.DataDir).Running()
+		if err != nil {
+			return fmt.Errorf("no --nats-url, and %w", err)
+		}
+		f.natsURL = running.NATSURL
 	}
 	qc := f.settings.QueueConfig()
 	f.cfg = queue.Config{Stream: qc.Stream, SubjectPrefix: qc.SubjectPrefix, Consumer: qc.Consumer,
