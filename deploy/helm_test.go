@@ -37,6 +37,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/internal/testproc"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
@@ -947,11 +948,11 @@ func TestHelmChartRunsTheBinaries(t *testing.T) {
 
 func pushDemoImage(t *testing.T, registry, repository, tag string) string {
 	t.Helper()
-	repos, err := indexerservice.NewRepositoryFunc(indexerservice.RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	client, err := registryclient.New(registryclient.Options{PlainHTTP: true, NoDockerConfig: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := repos(context.Background(), registry, repository)
+	repo, err := client.RepositoryOf(context.Background(), registry, repository)
 	if err != nil {
 		t.Fatal(err)
 	}

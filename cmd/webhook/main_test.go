@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/internal/testproc"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
@@ -61,6 +63,45 @@ func TestHelpNamesServesSettings(t *testing.T) {
 	for _, old := range []string{"env WEBHOOK_", "--queue-", "--token "} {
 		if strings.Contains(out, old) {
 			t.Errorf("--help still has %s", old)
+		}
+	}
+}
+
+// Every setting the webhook shares with `indexer serve` has the same flag,
+// variable and help line in both binaries' --help.
+func TestHelpMatchesServes(t *testing.T) {
+	hook, indexer := binaries(t)
+	env := testproc.BaseEnv(t)
+	hookHelp, code := runOnce(t, hook, env, "--help")
+	if code != 0 {
+		t.Fatalf("webhook --help: exit %d", code)
+	}
+	serveHelp, code := runOnce(t, indexer, env, "serve", "--help")
+	if code != 0 {
+		t.Fatalf("indexer serve --help: exit %d", code)
+	}
+	line := func(help, flag string) string {
+		for _, l := range strings.Split(help, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "--"+flag+" ") {
+				return strings.Join(strings.Fields(l), " ")
+			}
+		}
+		return ""
+	}
+	for _, flag := range config.WebhookFlags {
+		h := line(hookHelp, flag)
+		if h == "" {
+			t.Errorf("webhook --help lacks --%s", flag)
+			continue
+		}
+		if slices.Contains(config.WebhookOnly, flag) {
+			if line(serveHelp, flag) != "" {
+				t.Errorf("indexer serve --help has cmd/webhook's own --%s", flag)
+			}
+			continue
+		}
+		if s := line(serveHelp, flag); s != h {
+			t.Errorf("--%s:\n webhook: %s\n serve:   %s", flag, h, s)
 		}
 	}
 }

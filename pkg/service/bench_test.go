@@ -15,6 +15,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
@@ -82,7 +83,7 @@ func benchServer(b *testing.B, workers int) (*Server, func()) {
 
 func benchRepo(b *testing.B, registry, name string) *remote.Repository {
 	b.Helper()
-	repos, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	repos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
@@ -72,7 +73,7 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 	img := pushImage(t, reg.Addr(), "kill/app", "v1", testLayerSize, testLayerSize)
 
 	gate := newLayerGate(time.Hour)
-	stuckRepos, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }, Transport: gate})
+	stuckRepos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,7 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	defer s.Close()
 	gate := newLayerGate(1500 * time.Millisecond)
-	slow, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: s.plainHTTP, Transport: gate})
+	slow, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +248,7 @@ func TestShutdownPastGraceHandsJobBack(t *testing.T) {
 	}
 	defer s.Close()
 	gate := newLayerGate(time.Hour)
-	stuck, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: s.plainHTTP, Transport: gate})
+	stuck, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}

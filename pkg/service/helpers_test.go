@@ -27,6 +27,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -210,9 +211,18 @@ func startRegistry(t *testing.T, notifyURL, secret string) *embeddedregistry.Reg
 }
 
 // plainRepos reaches every registry over plain HTTP.
+// repositoryFunc builds the workers' repositories as `indexer serve` does.
+func repositoryFunc(opts registryclient.Options) (RepositoryFunc, error) {
+	c, err := registryclient.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	return c.RepositoryOf, nil
+}
+
 func plainRepos(t *testing.T) RepositoryFunc {
 	t.Helper()
-	repos, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	repos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/datadir"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -300,19 +301,19 @@ func (s *Server) plainHTTP(host string) bool {
 }
 
 func (s *Server) newWorker() error {
-	cred, err := s.cfg.CredentialFunc()
+	opts, err := s.cfg.RegistryClientOptions()
 	if err != nil {
 		return err
 	}
-	s.repos, err = NewRepositoryFunc(RegistryOptions{
-		Credential: cred,
-		PlainHTTP:  s.plainHTTP,
-		CAFile:     s.cfg.RegistryCAFile,
-		UserAgent:  "soci-indexer",
-	})
+	opts.PlainHTTPHost = s.plainHTTP
+	// The workers delete what they made, so superseded referrers indexes
+	// go too.
+	opts.ReferrersGC = true
+	client, err := registryclient.New(opts)
 	if err != nil {
 		return err
 	}
+	s.repos = client.RepositoryOf
 	buildOpts, identity, err := BuildOptions(s.cfg)
 	if err != nil {
 		return err
