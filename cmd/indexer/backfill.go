@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -26,7 +27,7 @@ all-in-one mode it finds the running server through --data-dir.`,
   indexer backfill registry.example:5000/team/app --retry-failed`,
 		Args: cobra.MinimumNArgs(1),
 	}
-	loader := config.RegisterExcept(cmd.Flags(), &cfg, os.LookupEnv, append(config.ServeOnly, config.WebhookOnly...)...)
+	loader := config.RegisterExcept(cmd.Flags(), &cfg, os.LookupEnv, slices.Concat(config.ServeOnly, config.WebhookOnly)...)
 	cmd.RunE = func(cmd *cobra.Command, targets []string) error {
 		if err := loader.Load(); err != nil {
 			return err
