@@ -42,7 +42,6 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/testproc"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
-	indexerservice "github.com/soci-indexer/soci-indexer/pkg/service"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -671,7 +670,7 @@ func checkQueueAgreement(t *testing.T, c chart, placeholder func(keyRef) string)
 	// The consumer's limits are the workers' alone: the webhook never
 	// creates or changes the consumer.
 	wq := effectiveQueue(settings.QueueConfig())
-	iq := effectiveQueue(indexerservice.QueueConfig(cfg))
+	iq := effectiveQueue(cfg.QueueConfig())
 	if wq.Stream != iq.Stream || wq.SubjectPrefix != iq.SubjectPrefix || wq.DLQStream != iq.DLQStream ||
 		wq.DLQPrefix != iq.DLQPrefix || wq.Consumer != iq.Consumer || wq.Replicas != iq.Replicas {
 		t.Errorf("queue: webhook %+v, workers %+v", wq, iq)

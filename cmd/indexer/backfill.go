@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/soci-indexer/soci-indexer/internal/app"
 	"github.com/soci-indexer/soci-indexer/internal/config"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 func newBackfillCmd() *cobra.Command {
@@ -32,7 +32,7 @@ all-in-one mode it finds the running server through --data-dir.`,
 		if err := loader.Load(); err != nil {
 			return err
 		}
-		b, closeAll, err := service.OpenBackfiller(cmd.Context(), cfg, slog.Default())
+		b, closeAll, err := app.OpenBackfiller(cmd.Context(), cfg, slog.Default())
 		if err != nil {
 			return err
 		}

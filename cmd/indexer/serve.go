@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/soci-indexer/soci-indexer/internal/app"
 	"github.com/soci-indexer/soci-indexer/internal/config"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 func newServeCmd() *cobra.Command {
@@ -31,7 +31,7 @@ reads the same flags, variables and file.`,
 		if err := loader.Load(); err != nil {
 			return err
 		}
-		return service.Serve(cmd.Context(), cfg, slog.Default())
+		return app.Serve(cmd.Context(), cfg, slog.Default())
 	}
 	return cmd
 }

@@ -76,27 +76,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// startServer starts a Server and runs its workers until the test ends.
-func startServer(t *testing.T, cfg config.Config) *Server {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := Start(ctx, cfg, testLogger(t))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		s.Close()
-	})
-	return s
-}
-
 // uniqueName returns a name no other test run uses, for streams and
 // databases on shared servers.
 func uniqueName(prefix string) string {
@@ -167,7 +146,7 @@ func newTestQueue(t *testing.T, cfg config.Config) (*queue.Queue, *nats.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.New(context.Background(), js, QueueConfig(cfg))
+	q, err := queue.New(context.Background(), js, cfg.QueueConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

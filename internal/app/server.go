@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 	"github.com/soci-indexer/soci-indexer/pkg/status"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
@@ -33,15 +34,15 @@ import (
 type Server struct {
 	cfg     config.Config
 	log     *slog.Logger
-	metrics *Metrics
+	metrics *service.Metrics
 
 	nats     *embeddednats.Server
 	nc       *nats.Conn
 	queue    *queue.Queue
-	store    Store
-	repos    RepositoryFunc
-	worker   *Worker
-	backfill *Backfiller
+	store    service.Store
+	repos    service.RepositoryFunc
+	worker   *service.Worker
+	backfill *service.Backfiller
 
 	httpLn   net.Listener
 	httpSrv  *http.Server
@@ -66,7 +67,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), embedded: cfg.UseEmbedded(),
+	s := &Server{cfg: cfg, log: log, metrics: service.NewMetrics(), embedded: cfg.UseEmbedded(),
 		dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, secret: cfg.WebhookSecret, statusToken: cfg.StatusToken}
 	defer func() {
 		if err != nil {
@@ -313,7 +314,13 @@ func (s *Server) newWorker() error {
 	if err != nil {
 		return err
 	}
-	s.repos = client.RepositoryOf
+	return s.useRepositories(client.RepositoryOf)
+}
+
+// useRepositories builds the worker and the backfiller on repos (tests
+// give theirs a slowed transport).
+func (s *Server) useRepositories(repos service.RepositoryFunc) error {
+	s.repos = repos
 	buildOpts, identity, err := BuildOptions(s.cfg)
 	if err != nil {
 		return err
@@ -322,24 +329,24 @@ func (s *Server) newWorker() error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
-	s.worker = NewWorker(s.repos, s.store,
-		WithBuildOptions(buildOpts...),
-		WithIndexVersion(version),
-		WithOptionsIdentity(identity),
-		WithJobTimeout(s.cfg.JobTimeout),
-		WithRegistryAllowed(s.registryAllowed),
-		WithMetrics(s.metrics),
-		WithLogger(s.log),
+	s.worker = service.NewWorker(s.repos, s.store,
+		service.WithBuildOptions(buildOpts...),
+		service.WithIndexVersion(version),
+		service.WithOptionsIdentity(identity),
+		service.WithJobTimeout(s.cfg.JobTimeout),
+		service.WithRegistryAllowed(s.registryAllowed),
+		service.WithMetrics(s.metrics),
+		service.WithLogger(s.log),
 	)
-	s.backfill = NewBackfiller(s.repos, s.store, s.queue, WithIndexedBy(s.worker),
-		WithSince(s.cfg.BackfillSince), WithRetryFailed(s.cfg.BackfillRetry),
-		WithBackfillConcurrency(s.cfg.BackfillConcurrency), WithBackfillRate(s.cfg.BackfillRPS),
-		WithBackfillMetrics(s.metrics), WithBackfillLogger(s.log))
+	s.backfill = service.NewBackfiller(s.repos, s.store, s.queue, service.WithIndexedBy(s.worker),
+		service.WithSince(s.cfg.BackfillSince), service.WithRetryFailed(s.cfg.BackfillRetry),
+		service.WithBackfillConcurrency(s.cfg.BackfillConcurrency), service.WithBackfillRate(s.cfg.BackfillRPS),
+		service.WithBackfillMetrics(s.metrics), service.WithBackfillLogger(s.log))
 	return nil
 }
 
 // BuildOptions maps the settings onto index build options, and returns the
-// text that identifies them (see WithOptionsIdentity).
+// text that identifies them (see service.WithOptionsIdentity).
 func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
 	opts := []index.BuildOption{
 		index.WithSpanSize(cfg.SpanSize),
@@ -505,16 +512,16 @@ func (s *Server) WebhookSecret() string { return s.secret }
 func (s *Server) Queue() *queue.Queue { return s.queue }
 
 // Store is the database.
-func (s *Server) Store() Store { return s.store }
+func (s *Server) Store() service.Store { return s.store }
 
 // Metrics are the server's metrics.
-func (s *Server) Metrics() *Metrics { return s.metrics }
+func (s *Server) Metrics() *service.Metrics { return s.metrics }
 
 // Backfiller walks registries for images the events missed.
-func (s *Server) Backfiller() *Backfiller { return s.backfill }
+func (s *Server) Backfiller() *service.Backfiller { return s.backfill }
 
 // Worker is the job handler.
-func (s *Server) Worker() *Worker { return s.worker }
+func (s *Server) Worker() *service.Worker { return s.worker }
 
 // Serve starts the server, runs the workers until ctx is cancelled and
 // shuts everything down.
@@ -528,14 +535,14 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 // OpenBackfiller connects to the queue and the database cfg names and
-// returns a Backfiller on them, for a one-off `indexer backfill`. In
+// returns a service.Backfiller on them, for a one-off `indexer backfill`. In
 // all-in-one mode it finds the running server's NATS through the data
 // directory. close releases the connections.
-func OpenBackfiller(ctx context.Context, cfg config.Config, log *slog.Logger) (b *Backfiller, close func() error, err error) {
+func OpenBackfiller(ctx context.Context, cfg config.Config, log *slog.Logger) (b *service.Backfiller, close func() error, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, publishOnly: true}
+	s := &Server{cfg: cfg, log: log, metrics: service.NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, publishOnly: true}
 	if cfg.UseEmbedded() {
 		running, err := datadir.Dir(cfg.DataDir).Running()
 		if err != nil {

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"bytes"
@@ -15,12 +15,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -310,8 +310,8 @@ func TestClusterFailover(t *testing.T) {
 	}
 	succeeded, failed := 0.0, 0.0
 	for _, w := range workers {
-		succeeded += testutil.ToFloat64(w.metrics.jobs.WithLabelValues("push", string(OutcomeSucceeded)))
-		failed += testutil.ToFloat64(w.metrics.jobs.WithLabelValues("push", string(OutcomeFailed)))
+		succeeded += jobsTotal(t, w.Metrics(), service.OutcomeSucceeded)
+		failed += jobsTotal(t, w.Metrics(), service.OutcomeFailed)
 	}
 	if succeeded != images || failed != 0 {
 		t.Errorf("workers indexed %v images and failed %v, want %d and 0", succeeded, failed, images)

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // layerGate is an HTTP transport that holds every layer download (a blob
@@ -77,9 +78,9 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	buildOpts := WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0))
-	doomed := NewWorker(stuckRepos, doomedStore, buildOpts, WithWorkerName("doomed"), WithLogger(testLogger(t)))
-	healthy := NewWorker(plainRepos(t), store, buildOpts, WithWorkerName("healthy"), WithLogger(testLogger(t)))
+	buildOpts := service.WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0))
+	doomed := service.NewWorker(stuckRepos, doomedStore, buildOpts, service.WithWorkerName("doomed"), service.WithLogger(testLogger(t)))
+	healthy := service.NewWorker(plainRepos(t), store, buildOpts, service.WithWorkerName("healthy"), service.WithLogger(testLogger(t)))
 
 	qDoomed, ncDoomed := newTestQueue(t, cfg)
 	doomedCtx, cancelDoomed := context.WithCancel(context.Background())
@@ -204,7 +205,9 @@ func TestShutdownDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.worker.repos = slow
+	if err := s.useRepositories(slow); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
@@ -252,7 +255,9 @@ func TestShutdownPastGraceHandsJobBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.worker.repos = stuck
+	if err := s.useRepositories(stuck); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	img := pushImage(t, s.RegistryAddr(), "cut/app", "v1", testLayerSize, testLayerSize)

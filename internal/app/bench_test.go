@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"compress/gzip"
@@ -18,6 +18,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // Benchmarks of the whole service in one process: embedded registry (on
@@ -95,7 +96,7 @@ func benchRepo(b *testing.B, registry, name string) *remote.Repository {
 }
 
 // waitIndexed polls the job record every 10ms.
-func waitIndexed(b *testing.B, store Store, key db.JobKey) {
+func waitIndexed(b *testing.B, store service.Store, key db.JobKey) {
 	b.Helper()
 	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
