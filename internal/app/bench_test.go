@@ -25,7 +25,7 @@ import (
 // disk), embedded NATS, SQLite, default span and minimum layer sizes. Images
 // are about 100 MB: four gzip layers of real files from this machine. Run:
 //
-//	go test ./pkg/service -run '^$' -bench . -benchtime 5x -timeout 30m
+//	go test ./internal/app -run '^$' -bench . -benchtime 5x -timeout 30m
 //
 // Results: docs/bench/service.md.
 

@@ -172,7 +172,7 @@ func newTestQueue(t *testing.T, cfg config.Config) (*queue.Queue, *nats.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.New(context.Background(), js, QueueConfig(cfg))
+	q, err := queue.New(context.Background(), js, cfg.QueueConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ func (s *Server) connect(ctx context.Context) error {
 	if s.publishOnly {
 		open = queue.NewPublisher
 	}
-	if s.queue, err = open(ctx, js, QueueConfig(s.cfg), queue.WithLogger(s.log)); err != nil {
+	if s.queue, err = open(ctx, js, s.cfg.QueueConfig(), queue.WithLogger(s.log)); err != nil {
 		return err
 	}
 	s.metrics.WatchQueue(s.queue.Stats)
@@ -173,10 +173,6 @@ func (s *Server) connect(ctx context.Context) error {
 	}
 	return nil
 }
-
-// QueueConfig maps the settings onto pkg/queue's configuration (see
-// config.Config.QueueConfig).
-func QueueConfig(cfg config.Config) queue.Config { return cfg.QueueConfig() }
 
 // startHTTP serves /metrics, /healthz, /readyz and, when enabled, the
 // webhook's /hooks/ endpoints.
