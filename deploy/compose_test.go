@@ -125,7 +125,7 @@ func loadIndexerConfig(t *testing.T, env map[string]string) config.Config {
 	t.Helper()
 	var cfg config.Config
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-	loader := config.Register(fs, &cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	loader := config.RegisterServe(fs, &cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -188,19 +188,27 @@ func checkRegistryHost(t *testing.T, c composeFile, who, hostPort string) {
 }
 
 // webhookSettings loads the webhook's settings from its compose
-// environment and returns the variables LoadSettings looked up.
-func webhookSettings(t *testing.T, env map[string]string) (webhook.Settings, map[string]bool) {
+// environment as cmd/webhook does, and returns the variables it looked up.
+func webhookSettings(t *testing.T, env map[string]string) (config.Config, map[string]bool) {
 	t.Helper()
 	read := map[string]bool{}
-	settings, err := webhook.LoadSettings(nil, func(k string) (string, bool) {
+	var cfg config.Config
+	fs := pflag.NewFlagSet("webhook", pflag.ContinueOnError)
+	loader := config.RegisterWebhook(fs, &cfg, func(k string) (string, bool) {
 		read[k] = true
 		v, ok := env[k]
 		return v, ok
 	})
-	if err != nil {
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := loader.Resolve(); err != nil {
 		t.Fatalf("webhook settings from docker-compose.yml: %v", err)
 	}
-	return settings, read
+	if err := cfg.ValidateWebhook(); err != nil {
+		t.Fatalf("webhook settings from docker-compose.yml: %v", err)
+	}
+	return cfg, read
 }
 
 func TestComposeWebhook(t *testing.T) {
@@ -212,28 +220,27 @@ func TestComposeWebhook(t *testing.T) {
 	settings, read := webhookSettings(t, wh.Environment)
 	for env := range wh.Environment {
 		if !read[env] {
-			t.Errorf("webhook: %s is not read by pkg/webhook.LoadSettings", env)
+			t.Errorf("webhook: %s is not a setting cmd/webhook reads", env)
 		}
 	}
 	if !containerPorts(wh)[listenPort(t, settings.Listen)] {
 		t.Errorf("webhook listens on %s but publishes %v", settings.Listen, wh.Ports)
 	}
 	checkNATSURL(t, c, "webhook", settings.NATSURL)
-	checkRegistryHost(t, c, "webhook", settings.Webhook.Distribution.Registry)
+	checkRegistryHost(t, c, "webhook", settings.WebhookConfig().Distribution.Registry)
 
-	// Webhook and workers must agree on the queue, or each rewrites the
-	// consumer the other created.
-	q := settings.Queue.QueueConfig()
+	// Webhook and workers must name the same streams, or jobs go where no
+	// worker reads. (The consumer's limits are the workers' alone.)
+	q := settings.QueueConfig()
 	for name, s := range indexerServices(c) {
 		cfg := loadIndexerConfig(t, s.Environment)
 		if cfg.NATSURL != settings.NATSURL {
 			t.Errorf("%s: NATS %s, webhook %s", name, cfg.NATSURL, settings.NATSURL)
 		}
-		if cfg.MaxDeliver != q.MaxDeliver || cfg.AckWait != q.AckWait {
-			t.Errorf("%s: max deliver %d / ack wait %s, webhook %d / %s", name, cfg.MaxDeliver, cfg.AckWait, q.MaxDeliver, q.AckWait)
-		}
-		if (cfg.Stream != "" && cfg.Stream != q.Stream) || (cfg.Consumer != "" && cfg.Consumer != q.Consumer) {
-			t.Errorf("%s: stream/consumer %s/%s, webhook %s/%s", name, cfg.Stream, cfg.Consumer, q.Stream, q.Consumer)
+		iq := cfg.QueueConfig()
+		if iq.Stream != q.Stream || iq.SubjectPrefix != q.SubjectPrefix || iq.DLQStream != q.DLQStream ||
+			iq.DLQPrefix != q.DLQPrefix || iq.Consumer != q.Consumer {
+			t.Errorf("%s: queue %+v, webhook %+v", name, iq, q)
 		}
 	}
 }
@@ -284,7 +291,8 @@ func TestRegistryNotifiesTheWebhook(t *testing.T) {
 	if u.Port() != listenPort(t, settings.Listen) || u.Path != webhook.PathDistribution {
 		t.Errorf("notification URL %s, webhook serves %s on %s", ep.URL, webhook.PathDistribution, settings.Listen)
 	}
-	if got, want := ep.Headers.Get("Authorization"), "Bearer "+settings.Webhook.Distribution.Token; got != want || settings.Webhook.Distribution.Token == "" {
+	token := settings.WebhookConfig().Distribution.Token
+	if got, want := ep.Headers.Get("Authorization"), "Bearer "+token; got != want || token == "" {
 		t.Errorf("registry sends Authorization %q, webhook expects %q", got, want)
 	}
 	if !cfg.Notifications.EventConfig.IncludeReferences {

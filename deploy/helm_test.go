@@ -3,7 +3,7 @@ package deploy_test
 // The Helm chart (deploy/helm/soci-indexer) checked against the binaries it
 // runs, as compose_test.go does for docker-compose.yml. Names are never
 // copied into this file: the environment variables a container may use come
-// from internal/config (serve), from pkg/webhook.LoadSettings (the webhook)
+// from internal/config (serve, and the webhook, which reads the same settings)
 // and from the built binary's --help (the root flag and `migrate`), so a
 // rename in the code fails here instead of leaving the chart behind.
 // TestHelmChartRunsTheBinaries then runs each rendered container as a real
@@ -37,11 +37,11 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/internal/testproc"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
-	indexerservice "github.com/soci-indexer/soci-indexer/pkg/service"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -375,21 +375,37 @@ func serveEnv(t *testing.T, indexer string) map[string]bool {
 	return knownEnv(t, indexer, []string{"serve"}, settings...)
 }
 
-// webhookEnv are the variables pkg/webhook.LoadSettings looks up.
+// webhookEnv are the variables cmd/webhook looks up: its settings, and
+// the log level it reads as indexer's root flag does.
 func webhookEnv(t *testing.T) map[string]bool {
 	t.Helper()
-	read := map[string]bool{}
-	if _, err := webhook.LoadSettings(nil, func(k string) (string, bool) { read[k] = true; return "", false }); err != nil {
+	read := map[string]bool{"INDEXER_LOG_LEVEL": true}
+	if _, err := webhookConfig(t, func(k string) (string, bool) { read[k] = true; return "", false }); err != nil {
 		t.Fatal(err)
 	}
 	return read
+}
+
+// webhookConfig loads the webhook's settings as cmd/webhook does.
+func webhookConfig(t *testing.T, lookupEnv func(string) (string, bool)) (config.Config, error) {
+	t.Helper()
+	var cfg config.Config
+	fs := newFlagSet()
+	loader := config.RegisterWebhook(fs, &cfg, lookupEnv)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := loader.Resolve(); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.ValidateWebhook()
 }
 
 func indexerConfig(t *testing.T, env map[string]string) (config.Config, error) {
 	t.Helper()
 	var cfg config.Config
 	fs := newFlagSet()
-	loader := config.Register(fs, &cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	loader := config.RegisterServe(fs, &cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -585,15 +601,15 @@ func checkWebhook(t *testing.T, c chart, known map[string]bool, placeholder func
 	w := c.webhookContainer
 	for _, e := range w.envNames() {
 		if !known[e] {
-			t.Errorf("webhook: %s is not read by pkg/webhook.LoadSettings", e)
+			t.Errorf("webhook: %s is not a setting cmd/webhook reads", e)
 		}
 	}
 	env := c.r.env(t, w, "", placeholder)
-	settings, err := webhook.LoadSettings(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	settings, err := webhookConfig(t, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatalf("webhook settings as rendered: %v", err)
 	}
-	if settings.Webhook.Distribution.Token == "" || w.secretRef("WEBHOOK_TOKEN") == nil {
+	if settings.WebhookConfig().Distribution.Token == "" || w.secretRef("INDEXER_WEBHOOK_SECRET") == nil {
 		t.Error("the webhook's token does not come from a Secret")
 	}
 	port := listenPort(t, settings.Listen)
@@ -638,7 +654,7 @@ type serviceSpec struct {
 func checkQueueAgreement(t *testing.T, c chart, placeholder func(keyRef) string) {
 	t.Helper()
 	wenv := c.r.env(t, c.webhookContainer, "", placeholder)
-	settings, err := webhook.LoadSettings(nil, func(k string) (string, bool) { v, ok := wenv[k]; return v, ok })
+	settings, err := webhookConfig(t, func(k string) (string, bool) { v, ok := wenv[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -651,10 +667,12 @@ func checkQueueAgreement(t *testing.T, c chart, placeholder func(keyRef) string)
 	if cfg.NATSURL != settings.NATSURL {
 		t.Errorf("workers use NATS %s, the webhook %s", cfg.NATSURL, settings.NATSURL)
 	}
-	wq := effectiveQueue(settings.Queue.QueueConfig())
-	iq := effectiveQueue(indexerservice.QueueConfig(cfg))
+	// The consumer's limits are the workers' alone: the webhook never
+	// creates or changes the consumer.
+	wq := effectiveQueue(settings.QueueConfig())
+	iq := effectiveQueue(cfg.QueueConfig())
 	if wq.Stream != iq.Stream || wq.SubjectPrefix != iq.SubjectPrefix || wq.DLQStream != iq.DLQStream ||
-		wq.DLQPrefix != iq.DLQPrefix || wq.Consumer != iq.Consumer || wq.MaxDeliver != iq.MaxDeliver || wq.AckWait != iq.AckWait {
+		wq.DLQPrefix != iq.DLQPrefix || wq.Consumer != iq.Consumer || wq.Replicas != iq.Replicas {
 		t.Errorf("queue: webhook %+v, workers %+v", wq, iq)
 	}
 	for _, so := range c.r.all("ScaledObject") {
@@ -791,7 +809,7 @@ func TestHelmChartSecrets(t *testing.T) {
 		}{
 			{c.workerContainer, "INDEXER_DATABASE_URL", "mydb"},
 			{c.workerContainer, "INDEXER_REGISTRY_AUTH", "myreg"},
-			{c.webhookContainer, "WEBHOOK_TOKEN", "myhook"},
+			{c.webhookContainer, "INDEXER_WEBHOOK_SECRET", "myhook"},
 		} {
 			if ref := check.c.secretRef(check.env); ref == nil || ref.Name != check.name {
 				t.Errorf("%s: %+v, want Secret %s", check.env, ref, check.name)
@@ -929,11 +947,11 @@ func TestHelmChartRunsTheBinaries(t *testing.T) {
 
 func pushDemoImage(t *testing.T, registry, repository, tag string) string {
 	t.Helper()
-	repos, err := indexerservice.NewRepositoryFunc(indexerservice.RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	client, err := registryclient.New(registryclient.Options{PlainHTTP: true, NoDockerConfig: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := repos(context.Background(), registry, repository)
+	repo, err := client.RepositoryOf(context.Background(), registry, repository)
 	if err != nil {
 		t.Fatal(err)
 	}

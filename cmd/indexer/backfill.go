@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
+	"github.com/soci-indexer/soci-indexer/internal/app"
 	"github.com/soci-indexer/soci-indexer/internal/config"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 func newBackfillCmd() *cobra.Command {
@@ -26,12 +27,12 @@ all-in-one mode it finds the running server through --data-dir.`,
   indexer backfill registry.example:5000/team/app --retry-failed`,
 		Args: cobra.MinimumNArgs(1),
 	}
-	loader := config.RegisterExcept(cmd.Flags(), &cfg, os.LookupEnv, config.ServeOnly...)
+	loader := config.RegisterExcept(cmd.Flags(), &cfg, os.LookupEnv, slices.Concat(config.ServeOnly, config.WebhookOnly)...)
 	cmd.RunE = func(cmd *cobra.Command, targets []string) error {
 		if err := loader.Load(); err != nil {
 			return err
 		}
-		b, closeAll, err := service.OpenBackfiller(cmd.Context(), cfg, slog.Default())
+		b, closeAll, err := app.OpenBackfiller(cmd.Context(), cfg, slog.Default())
 		if err != nil {
 			return err
 		}

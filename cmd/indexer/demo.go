@@ -51,7 +51,7 @@ over plain HTTP.`,
 				return fmt.Errorf("%s: want REGISTRY/REPOSITORY:TAG", args[0])
 			}
 			client, err := registryclient.New(registryclient.Options{
-				PlainHTTP: plainHTTP || isLoopbackHost(ref.Host()),
+				PlainHTTP: plainHTTP,
 			})
 			if err != nil {
 				return err
@@ -99,7 +99,7 @@ over plain HTTP.`,
 	cmd.Flags().IntVar(&layers, "layers", 2, "number of generated layers (without --from)")
 	cmd.Flags().Int64Var(&layerSize, "layer-size", 12<<20, "bytes per generated layer")
 	cmd.Flags().Int64Var(&maxBytes, "max-layer-bytes", 64<<20, "file bytes per --from layer, at most")
-	cmd.Flags().BoolVar(&plainHTTP, "plain-http", false, "use plain HTTP (automatic for loopback registries)")
+	cmd.Flags().BoolVar(&plainHTTP, "plain-http", false, "use plain HTTP (automatic for a loopback registry that speaks it)")
 	return cmd
 }
 
@@ -124,14 +124,4 @@ func validateDemoSizes(cmd *cobra.Command, fromDirs bool, layers int, layerSize,
 		return fmt.Errorf("--layer-size %d: want 1 byte to %d bytes (16 GiB)", layerSize, int64(maxDemoLayerSize))
 	}
 	return nil
-}
-
-// isLoopbackHost reports whether host[:port] names this machine.
-func isLoopbackHost(host string) bool {
-	h := host
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
-		h = host[:i]
-	}
-	h = strings.Trim(h, "[]")
-	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
 }

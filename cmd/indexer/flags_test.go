@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func TestFlagNamesAreServes(t *testing.T) {
 
 func TestBackfillHelpHasNoServeOnlyFlags(t *testing.T) {
 	help := helpOf(t, "backfill")
-	for _, f := range config.ServeOnly {
+	for _, f := range slices.Concat(config.ServeOnly, config.WebhookOnly) {
 		if strings.Contains(help, "--"+f+" ") {
 			t.Errorf("backfill --help lists serve-only --%s", f)
 		}

@@ -232,17 +232,11 @@ func checkSinglePlatform(ctx context.Context, b *index.IndexBuilder, repo index.
 
 // openRepository opens the repository of an image reference.
 func (f *registryFlags) openRepository(ref registryclient.ImageReference) (index.Repository, error) {
-	cred, err := f.cfg.CredentialFunc()
+	opts, err := f.cfg.RegistryClientOptions()
 	if err != nil {
 		return nil, err
 	}
-	host, _, _ := strings.Cut(ref.RepositoryName(), "/")
-	client, err := registryclient.New(registryclient.Options{
-		PlainHTTP:  f.cfg.UsesPlainHTTP(host),
-		CAFile:     f.cfg.RegistryCAFile,
-		Credential: cred,
-		UserAgent:  "soci-indexer",
-	})
+	client, err := registryclient.New(opts)
 	if err != nil {
 		return nil, err
 	}

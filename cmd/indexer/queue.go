@@ -15,29 +15,27 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
+	"github.com/soci-indexer/soci-indexer/internal/datadir"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // queueFlags locate the job streams: serve's --nats-url, --stream,
-// --subject and --consumer (internal/config, env INDEXER_*), and the
-// dead-letter stream and prefix, which serve derives from the stream and
-// subject (service.QueueConfig).
+// --subject, --consumer, --dlq-stream and --dlq-prefix (internal/config,
+// env INDEXER_*). Without --nats-url the all-in-one server running on
+// --data-dir is asked, as backfill does; never a default address, which
+// could be an unrelated NATS server.
 type queueFlags struct {
-	settings  config.Config
-	loader    *config.Loader
-	dlqStream string
-	dlqPrefix string
-	natsURL   string
-	cfg       queue.Config
+	settings config.Config
+	loader   *config.Loader
+	natsURL  string
+	cfg      queue.Config
 }
 
 func (f *queueFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
 	f.loader = config.RegisterOnly(pf, &f.settings, os.LookupEnv, false,
-		config.FlagNATSURL, config.FlagStream, config.FlagSubject, config.FlagConsumer)
-	pf.StringVar(&f.dlqStream, "dlq-stream", os.Getenv("INDEXER_DLQ_STREAM"), "dead-letter stream (env INDEXER_DLQ_STREAM; default: serve's, STREAM_DLQ for a custom --stream)")
-	pf.StringVar(&f.dlqPrefix, "dlq-prefix", os.Getenv("INDEXER_DLQ_PREFIX"), "subject prefix of dead letters (env INDEXER_DLQ_PREFIX; default: serve's, dlq.SUBJECT for a custom --subject)")
+		config.FlagNATSURL, config.FlagStream, config.FlagSubject, config.FlagConsumer,
+		config.FlagDLQStream, config.FlagDLQPrefix, config.FlagDataDir)
 }
 
 // resolve fills natsURL and cfg from the parsed flags and the environment.
@@ -47,17 +45,15 @@ func (f *queueFlags) resolve() error {
 	}
 	f.natsURL = f.settings.NATSURL
 	if f.natsURL == "" {
-		f.natsURL = nats.DefaultURL
+		running, err := datadir.Dir(f.settings.DataDir).Running()
+		if err != nil {
+			return fmt.Errorf("no --nats-url, and %w", err)
+		}
+		f.natsURL = running.NATSURL
 	}
-	qc := service.QueueConfig(f.settings)
+	qc := f.settings.QueueConfig()
 	f.cfg = queue.Config{Stream: qc.Stream, SubjectPrefix: qc.SubjectPrefix, Consumer: qc.Consumer,
 		DLQStream: qc.DLQStream, DLQPrefix: qc.DLQPrefix}
-	if f.dlqStream != "" {
-		f.cfg.DLQStream = f.dlqStream
-	}
-	if f.dlqPrefix != "" {
-		f.cfg.DLQPrefix = f.dlqPrefix
-	}
 	def := func(p *string, d string) {
 		if *p == "" {
 			*p = d

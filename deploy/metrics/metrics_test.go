@@ -3,7 +3,7 @@ package metrics_test
 // The Grafana dashboard (grafana/soci-indexer.json) and the Prometheus alert
 // rules (prometheus/alerts.yml) name only metrics the binaries export, with
 // labels those metrics have. What is exported is read from the code, not
-// listed here: an all-in-one `indexer serve` (service.Start, as cmd/indexer
+// listed here: an all-in-one `indexer serve` (app.Start, as cmd/indexer
 // runs it) indexes one image, then its registry is described (every metric it
 // can export, with its labels, observed or not) and its /metrics scraped (the
 // types: a histogram's _bucket/_sum/_count); the standalone webhook's registry
@@ -37,8 +37,8 @@ import (
 	"gopkg.in/yaml.v3"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/soci-indexer/soci-indexer/internal/app"
 	"github.com/soci-indexer/soci-indexer/internal/config"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -95,7 +95,7 @@ func exportedMetrics(t *testing.T) map[string]*exportedMetric {
 	cfg.DockerConfig = filepath.Join(t.TempDir(), "none.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := service.Start(ctx, cfg, nil)
+	s, err := app.Start(ctx, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
-// Package config is the one place where every setting of `indexer serve` and
-// `indexer backfill` is declared: its flag, its environment variable, its key
-// in the optional YAML file, its default and its meaning. docs/service.md is
-// generated from the same table (see Settings), and the compose test checks
-// docker-compose.yml against it.
+// Package config is the one place where every setting of `indexer` and of
+// `webhook` is declared: its flag, its environment variable, its key in the
+// optional YAML file, its default and its meaning. Both binaries read the
+// same YAML schema and the same INDEXER_* variables, so one settings file
+// serves `indexer serve --webhook` and cmd/webhook alike. docs/service.md
+// and docs/webhook.md list the same table (see Settings; a test keeps them
+// in step), and the compose and Helm tests check the deployments against it.
 //
 // Precedence, lowest to highest: default, YAML file (--config), environment,
 // command-line flag.
@@ -16,9 +18,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 	"github.com/soci-indexer/soci-indexer/pkg/ztoc"
 )
 
@@ -96,6 +101,37 @@ type Config struct {
 	// caps the backfill's registry requests per second (0: no cap).
 	BackfillConcurrency int
 	BackfillRPS         int
+
+	// Queue streams a process creates because they are missing.
+	StreamDuplicates time.Duration
+	DLQStream        string
+	DLQPrefix        string
+
+	// Webhook: the handler (cmd/webhook and serve's in-process webhook).
+	MaxBodyBytes        int64
+	PublishTimeout      time.Duration
+	IncludeRepositories []string
+	ExcludeRepositories []string
+	IncludeTags         []string
+	ExcludeTags         []string
+	OwnTags             []string
+	Distribution        WebhookSource
+	Harbor              WebhookSource
+	CloudEvents         WebhookSource
+	ECR                 WebhookSource
+
+	// Webhook: cmd/webhook's own listener.
+	TLSCert         string
+	TLSKey          string
+	ShutdownTimeout time.Duration
+}
+
+// WebhookSource is the settings of one webhook endpoint.
+type WebhookSource struct {
+	Token      string
+	AuthHeader string
+	Registry   string
+	Disabled   bool
 }
 
 // Setting describes one setting. Flag is without the leading dashes.
@@ -145,24 +181,24 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		return binding{Setting{Key: key, Flag: flag, Env: env, Default: def, Usage: usage}, reg}
 	}
 	dataDir := DefaultDataDir(lookupEnv)
-	return []binding{
+	out := []binding{
 		b("embedded", "embedded", "INDEXER_EMBEDDED", "false",
 			"all-in-one: embedded NATS, SQLite and webhook in this process (the default when neither --nats-url nor --database-url is set)",
 			boolean(&c.Embedded, false)),
 		b("data_dir", "data-dir", "INDEXER_DATA_DIR", "$XDG_DATA_HOME/soci-indexer or ./.data",
 			"where the all-in-one mode keeps NATS, SQLite and registry data", str(&c.DataDir, dataDir)),
 		b("nats_url", "nats-url", "INDEXER_NATS_URL", "",
-			"NATS server(s) with JetStream, comma-separated for a cluster, e.g. nats://n1:4222,nats://n2:4222", str(&c.NATSURL, "")),
+			"NATS server(s) with JetStream, comma-separated for a cluster, e.g. nats://n1:4222,nats://n2:4222 (cmd/webhook: nats://127.0.0.1:4222 when empty)", str(&c.NATSURL, "")),
 		b("database_url", "database-url", "INDEXER_DATABASE_URL", "",
 			"postgres://user:pass@host/db or sqlite://PATH", str(&c.DatabaseURL, "")),
-		b("listen", "listen", "INDEXER_LISTEN", "127.0.0.1:8080 all-in-one, :8080 otherwise",
-			"HTTP address for /metrics, /healthz, /readyz (and the webhook in all-in-one mode)", str(&c.Listen, "")),
+		b("listen", "listen", "INDEXER_LISTEN", "serve: 127.0.0.1:8080 all-in-one, :8080 otherwise; cmd/webhook: :8085",
+			"HTTP address for /metrics, /healthz, /readyz and the webhook's /hooks/...", str(&c.Listen, "")),
 		b("registry_listen", "registry-listen", "INDEXER_REGISTRY_LISTEN", "",
 			"all-in-one: also run a registry on this address whose notifications feed the workers", str(&c.RegistryListen, "")),
 		b("webhook", "webhook", "INDEXER_WEBHOOK", "false",
 			"also serve the webhook endpoints (/hooks/...) on --listen; always on in all-in-one mode", boolean(&c.Webhook, false)),
 		b("webhook_secret", "webhook-secret", "INDEXER_WEBHOOK_SECRET", "",
-			"bearer token the webhook requires from the registry (all-in-one: generated when empty)", str(&c.WebhookSecret, "")),
+			"token the webhook requires from every sender without a token of its own (--<source>-token; all-in-one: generated when empty)", str(&c.WebhookSecret, "")),
 		b("status_token", "status-token", "INDEXER_STATUS_TOKEN", "",
 			"read token of the status API and page under /status/ (all-in-one: generated in the data dir when empty; off otherwise when empty)", str(&c.StatusToken, "")),
 
@@ -214,7 +250,7 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 			integer(&c.RangeFetchConns, 4)),
 
 		b("allowed_registries", "allowed-registry", "INDEXER_ALLOWED_REGISTRIES", "",
-			"registry hosts (host[:port]) workers may reach; jobs and events for others are refused (repeatable; empty: the embedded registry when it runs, else all)",
+			"registry hosts (host[:port]) workers may reach and the webhook takes events for; others are refused (repeatable; empty: the embedded registry when it runs, else all)",
 			list(&c.AllowedRegistries)),
 		b("plain_http", "plain-http", "INDEXER_PLAIN_HTTP", "false",
 			"talk plain HTTP to every registry", boolean(&c.PlainHTTP, false)),
@@ -243,7 +279,56 @@ func (c *Config) bindings(lookupEnv func(string) (string, bool)) []binding {
 		b("backfill_rps", "backfill-rps", "INDEXER_BACKFILL_RPS", "50",
 			"backfill: registry requests per second at most, for registries that throttle (0: no limit)",
 			integer(&c.BackfillRPS, 50)),
+
+		b("stream_duplicates", "stream-duplicates", "INDEXER_STREAM_DUPLICATES", "10m",
+			"deduplication window (Nats-Msg-Id) of a stream this process creates because it is missing",
+			dur(&c.StreamDuplicates, queue.DefaultDuplicates)),
+		b("dlq_stream", "dlq-stream", "INDEXER_DLQ_STREAM", "INDEX_JOBS_DLQ, or STREAM_DLQ for a custom --stream",
+			"dead-letter stream", str(&c.DLQStream, "")),
+		b("dlq_prefix", "dlq-prefix", "INDEXER_DLQ_PREFIX", "index.dlq, or dlq.SUBJECT for a custom --subject",
+			"subject prefix of dead letters", str(&c.DLQPrefix, "")),
+
+		b("max_body_bytes", "max-body-bytes", "INDEXER_MAX_BODY_BYTES", "1048576",
+			"webhook: largest accepted request body", size(&c.MaxBodyBytes, webhook.DefaultMaxBodyBytes)),
+		b("publish_timeout", "publish-timeout", "INDEXER_PUBLISH_TIMEOUT", "2s",
+			"webhook: wait for JetStream's ack of a job before answering 503", dur(&c.PublishTimeout, webhook.DefaultPublishTimeout)),
+		b("include_repositories", "include-repository", "INDEXER_INCLUDE_REPOSITORIES", "",
+			"webhook: repository globs to index (repeatable; empty: all)", list(&c.IncludeRepositories)),
+		b("exclude_repositories", "exclude-repository", "INDEXER_EXCLUDE_REPOSITORIES", "",
+			"webhook: repository globs to skip (repeatable)", list(&c.ExcludeRepositories)),
+		b("include_tags", "include-tag", "INDEXER_INCLUDE_TAGS", "",
+			"webhook: tag globs to index (repeatable; empty: all; events by digest alone always pass)", list(&c.IncludeTags)),
+		b("exclude_tags", "exclude-tag", "INDEXER_EXCLUDE_TAGS", "",
+			"webhook: tag globs to skip (repeatable)", list(&c.ExcludeTags)),
+		b("own_tags", "own-tag", "INDEXER_OWN_TAGS", "--v2-tag-template with {tag} as *",
+			"webhook: tag globs of the indexer's own pushes, always skipped (repeatable)", list(&c.OwnTags)),
 	}
+	for _, src := range []struct {
+		name string
+		s    *WebhookSource
+	}{
+		{"distribution", &c.Distribution}, {"harbor", &c.Harbor}, {"cloudevents", &c.CloudEvents}, {"ecr", &c.ECR},
+	} {
+		key, env := src.name+"_", "INDEXER_"+strings.ToUpper(src.name)+"_"
+		out = append(out,
+			b(key+"token", src.name+"-token", env+"TOKEN", "--webhook-secret",
+				"webhook: token the "+src.name+" endpoint requires", str(&src.s.Token, "")),
+			b(key+"auth_header", src.name+"-auth-header", env+"AUTH_HEADER", "Authorization",
+				"webhook: header carrying the "+src.name+" token", str(&src.s.AuthHeader, "")),
+			b(key+"registry", src.name+"-registry", env+"REGISTRY", "",
+				"webhook: registry host put in "+src.name+" jobs, replacing the payload's", str(&src.s.Registry, "")),
+			b(key+"disabled", src.name+"-disabled", env+"DISABLED", "false",
+				"webhook: turn the "+src.name+" endpoint off (404)", boolean(&src.s.Disabled, false)),
+		)
+	}
+	return append(out,
+		b("tls_cert", "tls-cert", "INDEXER_TLS_CERT", "",
+			"cmd/webhook: TLS certificate file (PEM); with --tls-key, serve HTTPS", str(&c.TLSCert, "")),
+		b("tls_key", "tls-key", "INDEXER_TLS_KEY", "",
+			"cmd/webhook: TLS private key file (PEM)", str(&c.TLSKey, "")),
+		b("shutdown_timeout", "shutdown-timeout", "INDEXER_SHUTDOWN_TIMEOUT", "10s",
+			"cmd/webhook: time in-flight requests get to finish on shutdown", dur(&c.ShutdownTimeout, 10*time.Second)),
+	)
 }
 
 // Settings describes every setting, in the order of docs/service.md.
@@ -267,6 +352,9 @@ type Loader struct {
 	// YAML file may name any of them); noFile ignores --config.
 	all    []binding
 	noFile bool
+	// webhook: the loader of cmd/webhook, whose listener and NATS URL
+	// default differently from serve's.
+	webhook bool
 }
 
 // Register declares the flags of every setting on fs and returns the Loader
@@ -332,6 +420,14 @@ func (l *Loader) Resolve() error {
 	for k := range fromFile {
 		if !known[k] {
 			return fmt.Errorf("config: %s: unknown key %q", l.cfg.File, k)
+		}
+	}
+	if l.webhook {
+		if l.cfg.Listen == "" {
+			l.cfg.Listen = webhook.DefaultListen
+		}
+		if l.cfg.NATSURL == "" {
+			l.cfg.NATSURL = nats.DefaultURL
 		}
 	}
 	if l.cfg.Listen == "" {

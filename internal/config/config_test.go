@@ -185,32 +185,51 @@ func TestSettingsAreComplete(t *testing.T) {
 	}
 }
 
-// TestDocsListEverySetting keeps docs/service.md's table in step with the
-// declared settings.
+// TestDocsListEverySetting keeps the settings tables of docs/service.md
+// and docs/webhook.md in step with the declared settings: each setting has
+// exactly one row, with its environment variable and default, and
+// docs/webhook.md names every setting cmd/webhook reads.
 func TestDocsListEverySetting(t *testing.T) {
-	raw, err := os.ReadFile("../../docs/service.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string]string{}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if i := strings.Index(line, "| `--"); i >= 0 {
-			flag := strings.SplitN(line[i+len("| `--"):], "`", 2)[0]
-			rows[flag] = line
+	rows := map[string][]string{}
+	docs := map[string]string{}
+	for _, doc := range []string{"service.md", "webhook.md"} {
+		raw, err := os.ReadFile("../../docs/" + doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[doc] = string(raw)
+		for _, line := range strings.Split(string(raw), "\n") {
+			if i := strings.Index(line, "| `--"); i >= 0 {
+				flag := strings.SplitN(line[i+len("| `--"):], "`", 2)[0]
+				rows[flag] = append(rows[flag], doc+": "+line)
+			}
 		}
 	}
+	declared := map[string]bool{}
 	for _, s := range Settings() {
-		row, ok := rows[s.Flag]
-		if !ok {
-			t.Errorf("docs/service.md has no row for --%s", s.Flag)
+		declared[s.Flag] = true
+		found := rows[s.Flag]
+		if len(found) != 1 {
+			t.Errorf("--%s has %d rows in docs/service.md and docs/webhook.md, want 1: %q", s.Flag, len(found), found)
 			continue
 		}
+		row := found[0]
 		def := "–"
 		if s.Default != "" {
 			def = "`" + s.Default + "`"
 		}
 		if !strings.Contains(row, "`"+s.Env+"`") || !strings.HasSuffix(strings.TrimSpace(row), "| "+def+" |") {
-			t.Errorf("docs/service.md row of --%s does not say env %s and default %s:\n%s", s.Flag, s.Env, def, row)
+			t.Errorf("row of --%s does not say env %s and default %s:\n%s", s.Flag, s.Env, def, row)
+		}
+	}
+	for flag := range rows {
+		if !declared[flag] {
+			t.Errorf("the docs have a row for --%s, which is no setting", flag)
+		}
+	}
+	for _, f := range WebhookFlags {
+		if !strings.Contains(docs["webhook.md"], "`--"+f+"`") {
+			t.Errorf("docs/webhook.md does not name --%s, which cmd/webhook reads", f)
 		}
 	}
 }

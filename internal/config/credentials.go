@@ -9,6 +9,8 @@ import (
 
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
+
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 )
 
 // Credentials returns the credential store for registries: the
@@ -103,4 +105,21 @@ func defaultDockerConfig() string {
 		}
 	}
 	return ""
+}
+
+// RegistryClientOptions are the options of the one registry client the CLI
+// and the service use (internal/registryclient): credentials per host from
+// --registry-auth and the Docker config (auths, credHelpers, credsStore),
+// the CA file, and plain HTTP per host.
+func (c *Config) RegistryClientOptions() (registryclient.Options, error) {
+	cred, err := c.CredentialFunc()
+	if err != nil {
+		return registryclient.Options{}, err
+	}
+	return registryclient.Options{
+		PlainHTTPHost: c.UsesPlainHTTP,
+		CAFile:        c.RegistryCAFile,
+		Credential:    cred,
+		UserAgent:     "soci-indexer",
+	}, nil
 }

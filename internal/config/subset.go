@@ -9,6 +9,9 @@ const (
 	FlagStream         = "stream"
 	FlagSubject        = "subject"
 	FlagConsumer       = "consumer"
+	FlagDLQStream      = "dlq-stream"
+	FlagDLQPrefix      = "dlq-prefix"
+	FlagDataDir        = "data-dir"
 	FlagIndexVersion   = "index-version"
 	FlagV2TagTemplate  = "v2-tag-template"
 	FlagSpanSize       = "span-size"
@@ -22,12 +25,13 @@ const (
 )
 
 // ServeOnly are the flags of settings only `indexer serve` uses: the
-// HTTP side, the workers' pacing and the scheduled backfill.
-var ServeOnly = []string{
-	"listen", "registry-listen", "webhook", "webhook-secret", "status-token",
+// HTTP side (with the webhook's handler), the workers' pacing and the
+// scheduled backfill.
+var ServeOnly = append([]string{
+	"listen", "registry-listen", "webhook", "status-token",
 	"workers", "job-timeout", "shutdown-grace", "retry-backoff", "retry-max",
 	"backfill-interval", "backfill-target", FlagLayerConc, FlagRangeFetch,
-}
+}, HookFlags...)
 
 // RegisterOnly declares on fs the flags of the named settings only, with
 // the same names, environment variables, defaults and help as serve's; the

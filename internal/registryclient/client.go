@@ -33,10 +33,20 @@ const DefaultMaxRetries = 5
 var ErrNoCredentials = errors.New("registry requires credentials (401 Unauthorized) and none are configured")
 
 // Options configure a Client. The zero value talks HTTPS anonymously, or
-// with the credentials of the Docker config file when it has some.
+// with the credentials of the Docker config file when it has some; a
+// registry on a loopback address that answers TLS with plain HTTP is
+// talked to over HTTP, as Docker does for localhost.
 type Options struct {
-	// PlainHTTP talks HTTP instead of HTTPS.
+	// PlainHTTP talks HTTP instead of HTTPS to every registry.
 	PlainHTTP bool
+	// PlainHTTPHost, when set, tells whether one registry host (host[:port])
+	// is talked to over HTTP.
+	PlainHTTPHost func(host string) bool
+	// ReferrersGC lets a push of a v1 index delete the referrers-tag index
+	// it supersedes (oras-go's default). Off by default: a registry with
+	// deletes disabled would fail a good push; the service, which deletes
+	// what it made anyway, turns it on.
+	ReferrersGC bool
 	// CAFile is a PEM file of CA certificates trusted besides the system's.
 	CAFile string
 
@@ -67,8 +77,11 @@ type Options struct {
 
 // Client makes repositories that share one HTTP client and token cache.
 type Client struct {
-	auth      *auth.Client
-	plainHTTP bool
+	auth          *auth.Client
+	plainHTTP     bool
+	plainHTTPHost func(string) bool
+	referrersGC   bool
+	loopback      *loopbackProbe
 }
 
 // New returns a Client for opts.
@@ -116,7 +129,8 @@ func New(opts Options) (*Client, error) {
 	if opts.UserAgent != "" {
 		ac.SetUserAgent(opts.UserAgent)
 	}
-	return &Client{auth: ac, plainHTTP: opts.PlainHTTP}, nil
+	return &Client{auth: ac, plainHTTP: opts.PlainHTTP, plainHTTPHost: opts.PlainHTTPHost,
+		referrersGC: opts.ReferrersGC, loopback: newLoopbackProbe()}, nil
 }
 
 // Repository returns the repository named by reference
@@ -125,14 +139,35 @@ func New(opts Options) (*Client, error) {
 // it does not delete superseded referrers indexes, so a registry with
 // deletes disabled does not fail a good push.
 func (c *Client) Repository(reference string) (*remote.Repository, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	return c.repository(ctx, reference)
+}
+
+// RepositoryOf returns repository of registry (host[:port]); it is what
+// the service's workers take (pkg/service.RepositoryFunc).
+func (c *Client) RepositoryOf(ctx context.Context, registry, repository string) (*remote.Repository, error) {
+	return c.repository(ctx, registry+"/"+repository)
+}
+
+func (c *Client) repository(ctx context.Context, reference string) (*remote.Repository, error) {
 	repo, err := remote.NewRepository(reference)
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: %w", reference, err)
 	}
 	repo.Client = explainedAuth{c.auth}
-	repo.PlainHTTP = c.plainHTTP
-	repo.SkipReferrersGC = true
+	repo.PlainHTTP = c.usesPlainHTTP(ctx, repo.Reference.Registry)
+	repo.SkipReferrersGC = !c.referrersGC
 	return repo, nil
+}
+
+// usesPlainHTTP: as configured, else plain HTTP for a loopback registry
+// that answers a TLS handshake with plain HTTP.
+func (c *Client) usesPlainHTTP(ctx context.Context, host string) bool {
+	if c.plainHTTP || (c.plainHTTPHost != nil && c.plainHTTPHost(host)) {
+		return true
+	}
+	return c.loopback.plainHTTP(ctx, host)
 }
 
 // RefusedError is a registry's final 401 Unauthorized, after the client

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/soci-indexer/soci-indexer/internal/regfill"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -64,7 +65,7 @@ func TestBackfillResumesAndEnqueuesOnce(t *testing.T) {
 	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
 	q, _ := newTestQueue(t, cfg)
 	rt := &countingTransport{next: http.DefaultTransport}
-	repoFunc, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }, Transport: rt})
+	repoFunc, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestBackfillRate(t *testing.T) {
 	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
 	q, _ := newTestQueue(t, cfg)
 	rt := &countingTransport{next: http.DefaultTransport}
-	repoFunc, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }, Transport: rt})
+	repoFunc, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: rt})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -73,27 +74,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// startServer starts a Server and runs its workers until the test ends.
-func startServer(t *testing.T, cfg config.Config) *Server {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := Start(ctx, cfg, testLogger(t))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		s.Close()
-	})
-	return s
 }
 
 // uniqueName returns a name no other test run uses, for streams and
@@ -166,7 +146,7 @@ func newTestQueue(t *testing.T, cfg config.Config) (*queue.Queue, *nats.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.New(context.Background(), js, QueueConfig(cfg))
+	q, err := queue.New(context.Background(), js, cfg.QueueConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +190,18 @@ func startRegistry(t *testing.T, notifyURL, secret string) *embeddedregistry.Reg
 }
 
 // plainRepos reaches every registry over plain HTTP.
+// repositoryFunc builds the workers' repositories as `indexer serve` does.
+func repositoryFunc(opts registryclient.Options) (RepositoryFunc, error) {
+	c, err := registryclient.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	return c.RepositoryOf, nil
+}
+
 func plainRepos(t *testing.T) RepositoryFunc {
 	t.Helper()
-	repos, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	repos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,16 @@
-// Package service is the registry-side SOCI indexing service: the workers
-// that turn queued jobs into pushed SOCI indexes (Worker), the handling of
-// delete events, the backfill walker that enqueues what events missed,
-// metrics and health endpoints, and the assembly of all of it, with the
-// webhook and embedded NATS, SQLite and registry, into one process.
+// Package service is the registry-side SOCI indexing service as a library:
+// the workers that turn queued jobs into pushed SOCI indexes (Worker), the
+// handling of delete events, the backfill walker that enqueues what events
+// missed, and their metrics. Everything is built from plain options
+// (RepositoryFunc, Store, WorkerOption, BackfillOption); the process that
+// runs them (`indexer serve`: settings, embedded NATS and registry, HTTP
+// endpoints) is internal/app.
 //
-// A push goes: registry notification → pkg/webhook (served by Server in
-// all-in-one mode) → queue.Publish → JetStream → Server.Run's queue.Consume
-// → Worker.Handle → Worker.Process → processPush (this file) →
-// index.IndexBuilder.BuildImage → SOCI index in the registry, artifacts and
-// job outcome in the database → ack. Deletes go to processDelete (gc.go).
+// A push goes: registry notification → pkg/webhook → queue.Publish →
+// JetStream → queue.Consume (internal/app's Server.Run) → Worker.Handle →
+// Worker.Process → processPush (this file) → index.IndexBuilder.BuildImage
+// → SOCI index in the registry, artifacts and job outcome in the database →
+// ack. Deletes go to processDelete (gc.go).
 package service
 
 import (

@@ -29,23 +29,23 @@ const (
 // "/", "?" one character except "/"; everything else matches itself.
 // Empty include lists include everything; excludes win over includes.
 type FilterConfig struct {
-	IncludeRepositories []string `yaml:"include_repositories"`
-	ExcludeRepositories []string `yaml:"exclude_repositories"`
+	IncludeRepositories []string
+	ExcludeRepositories []string
 	// IncludeTags and ExcludeTags apply to events that carry a tag.
 	// Events by digest alone (the children of a multi-platform image)
 	// pass, so a tagged index is indexed whole.
-	IncludeTags []string `yaml:"include_tags"`
-	ExcludeTags []string `yaml:"exclude_tags"`
+	IncludeTags []string
+	ExcludeTags []string
 	// OwnTags match the tags the indexer itself pushes (SOCI index
 	// manifest v2 images); default ["*-soci"].
-	OwnTags []string `yaml:"own_tags"`
+	OwnTags []string
 	// AllowedRegistries names the registry hosts (host[:port]) jobs may
 	// name, as the workers' allow-list does; events for any other host are
 	// refused. Empty: every host.
-	AllowedRegistries []string `yaml:"allowed_registries"`
+	AllowedRegistries []string
 	// AllowRegistry, when set, decides instead of AllowedRegistries (an
 	// all-in-one server knows its registry's address only once it runs).
-	AllowRegistry func(host string) bool `yaml:"-"`
+	AllowRegistry func(host string) bool
 }
 
 // DefaultOwnTags returns the default for FilterConfig.OwnTags: the suffix

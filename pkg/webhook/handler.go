@@ -30,17 +30,17 @@ var _ Publisher = (*queue.Queue)(nil)
 // SourceConfig configures one ingest endpoint.
 type SourceConfig struct {
 	// Disabled turns the endpoint off (404).
-	Disabled bool `yaml:"disabled"`
+	Disabled bool
 	// Token is the shared secret the sender must present. Required for
 	// an enabled endpoint.
-	Token string `yaml:"token"`
+	Token string
 	// AuthHeader carries the token; default "Authorization".
-	AuthHeader string `yaml:"auth_header"`
+	AuthHeader string
 	// Registry, if set, is the registry host put in jobs, replacing the
 	// host found in the payload (distribution: target.url or request.host;
 	// Harbor: resource_url; ECR: account and region). Zot's events name no
 	// host, so a Zot source needs it.
-	Registry string `yaml:"registry"`
+	Registry string
 }
 
 func (s SourceConfig) authHeader() string {
@@ -52,17 +52,17 @@ func (s SourceConfig) authHeader() string {
 
 // Config configures a Handler.
 type Config struct {
-	Distribution SourceConfig `yaml:"distribution"`
-	Harbor       SourceConfig `yaml:"harbor"`
-	CloudEvents  SourceConfig `yaml:"cloudevents"`
-	ECR          SourceConfig `yaml:"ecr"`
-	Filter       FilterConfig `yaml:"filter"`
+	Distribution SourceConfig
+	Harbor       SourceConfig
+	CloudEvents  SourceConfig
+	ECR          SourceConfig
+	Filter       FilterConfig
 	// MaxBodyBytes bounds a request body; default 1 MiB.
-	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	MaxBodyBytes int64
 	// PublishTimeout bounds the wait for JetStream's ack of one job;
 	// default 2s. Past it the request fails with 503 and the registry
 	// retries.
-	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	PublishTimeout time.Duration
 }
 
 // Defaults for Config.

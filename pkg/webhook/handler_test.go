@@ -547,13 +547,9 @@ func TestNATSDownRegistryRetries(t *testing.T) {
 	}
 	t.Cleanup(ns.Shutdown)
 
-	settings := webhook.DefaultSettings()
-	settings.NATSURL = ns.ClientURL()
-	settings.Token = token
 	qc := queueConfig()
-	settings.Queue.Stream, settings.Queue.SubjectPrefix = qc.Stream, qc.SubjectPrefix
-	settings.Queue.DLQStream, settings.Queue.DLQPrefix = qc.DLQStream, qc.DLQPrefix
-	settings.Webhook.PublishTimeout = 500 * time.Millisecond
+	settings := serverOptions(ns.ClientURL(), qc)
+	settings.Handler.PublishTimeout = 500 * time.Millisecond
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -15,25 +15,53 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
-// Serve runs the webhook server described by s until ctx ends: it connects
-// to NATS (one server or a cluster: s.NATSURL may list several), binds to
-// the job streams (creating those that are missing; it never changes one
-// that exists, and never touches the workers' consumer), and serves the
-// Handler on
-// s.Listen (HTTPS when a certificate and key are set). If ln is not nil it
-// is used instead of s.Listen. On return, in-flight requests have been
-// answered and the NATS connection drained.
-func Serve(ctx context.Context, s Settings, ln net.Listener, log *slog.Logger) error {
-	s.applyDefaultToken()
-	if (s.TLSCert == "") != (s.TLSKey == "") {
+// DefaultListen is the address the webhook listens on when
+// ServerOptions.Listen is empty.
+const DefaultListen = ":8085"
+
+// DefaultShutdownTimeout is the time in-flight requests get on shutdown
+// when ServerOptions.ShutdownTimeout is zero.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// ServerOptions configures Serve.
+type ServerOptions struct {
+	// Listen is the address to listen on; default DefaultListen.
+	Listen string
+	// TLSCert and TLSKey (PEM files), both or neither, make it serve HTTPS.
+	TLSCert, TLSKey string
+	// NATSURL names one NATS server or a cluster (comma-separated);
+	// default nats.DefaultURL.
+	NATSURL string
+	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
+	ShutdownTimeout time.Duration
+	// Queue names the job streams. Replicas and the dedup window apply
+	// only to a stream the webhook creates because it is missing; the
+	// consumer's settings are the workers'.
+	Queue queue.Config
+	// Handler configures the endpoints.
+	Handler Config
+}
+
+// Serve runs the webhook server described by o until ctx ends: it connects
+// to NATS, binds to the job streams (creating those that are missing; it
+// never changes one that exists, and never touches the workers' consumer),
+// and serves the Handler on o.Listen (HTTPS when a certificate and key are
+// set). If ln is not nil it is used instead of o.Listen. On return,
+// in-flight requests have been answered and the NATS connection drained.
+func Serve(ctx context.Context, o ServerOptions, ln net.Listener, log *slog.Logger) error {
+	if (o.TLSCert == "") != (o.TLSKey == "") {
 		return errors.New("webhook: tls-cert and tls-key go together")
 	}
-	if s.Queue.AckWait != 0 || s.Queue.MaxDeliver != 0 {
-		log.Warn("webhook: queue.ack_wait and queue.max_deliver are ignored: the consumer belongs to the workers "+
-			"(set them on the workers, or change them with `indexer queue setup`)",
-			"ack_wait", s.Queue.AckWait, "max_deliver", s.Queue.MaxDeliver)
+	if o.Listen == "" {
+		o.Listen = DefaultListen
 	}
-	nc, err := queue.Connect(s.NATSURL, "soci-indexer-webhook", log,
+	if o.NATSURL == "" {
+		o.NATSURL = nats.DefaultURL
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	nc, err := queue.Connect(o.NATSURL, "soci-indexer-webhook", log,
 		nats.RetryOnFailedConnect(true),
 		// Fail publishes at once while disconnected, so the registry gets
 		// a 503 and retries, rather than a buffered publish nobody waits for.
@@ -47,16 +75,16 @@ func Serve(ctx context.Context, s Settings, ln net.Listener, log *slog.Logger) e
 	if err != nil {
 		return fmt.Errorf("webhook: jetstream: %w", err)
 	}
-	q, err := openQueue(ctx, js, s.Queue.QueueConfig(), log)
+	q, err := openQueue(ctx, js, o.Queue, log)
 	if err != nil {
 		return err
 	}
-	h, err := New(q, s.Webhook, WithLogger(log))
+	h, err := New(q, o.Handler, WithLogger(log))
 	if err != nil {
 		return err
 	}
 	if ln == nil {
-		if ln, err = net.Listen("tcp", s.Listen); err != nil {
+		if ln, err = net.Listen("tcp", o.Listen); err != nil {
 			return fmt.Errorf("webhook: listen: %w", err)
 		}
 	}
@@ -70,9 +98,9 @@ func Serve(ctx context.Context, s Settings, ln net.Listener, log *slog.Logger) e
 	}
 	served := make(chan error, 1)
 	go func() {
-		log.Info("webhook: serving", "addr", ln.Addr().String(), "tls", s.TLSCert != "")
-		if s.TLSCert != "" {
-			served <- srv.ServeTLS(ln, s.TLSCert, s.TLSKey)
+		log.Info("webhook: serving", "addr", ln.Addr().String(), "tls", o.TLSCert != "")
+		if o.TLSCert != "" {
+			served <- srv.ServeTLS(ln, o.TLSCert, o.TLSKey)
 		} else {
 			served <- srv.Serve(ln)
 		}
@@ -82,7 +110,7 @@ func Serve(ctx context.Context, s Settings, ln net.Listener, log *slog.Logger) e
 		return fmt.Errorf("webhook: serve: %w", err)
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("webhook: shutdown: %w", err)

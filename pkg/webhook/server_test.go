@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soci-indexer/soci-indexer/pkg/queue"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -64,15 +65,22 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
+// serverOptions serves every endpoint with the test's token and the
+// queue's streams.
+func serverOptions(natsURL string, qc queue.Config) webhook.ServerOptions {
+	src := webhook.SourceConfig{Token: token}
+	return webhook.ServerOptions{
+		NATSURL: natsURL,
+		Queue:   queue.Config{Stream: qc.Stream, SubjectPrefix: qc.SubjectPrefix, DLQStream: qc.DLQStream, DLQPrefix: qc.DLQPrefix},
+		Handler: webhook.Config{Distribution: src, Harbor: src, CloudEvents: src, ECR: src},
+	}
+}
+
 func TestServeTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
-	settings := webhook.DefaultSettings()
-	settings.NATSURL = machineNATS()
-	settings.Token = token
-	settings.TLSCert, settings.TLSKey = certFile, keyFile
 	qc := queueConfig()
-	settings.Queue.Stream, settings.Queue.SubjectPrefix = qc.Stream, qc.SubjectPrefix
-	settings.Queue.DLQStream, settings.Queue.DLQPrefix = qc.DLQStream, qc.DLQPrefix
+	settings := serverOptions(machineNATS(), qc)
+	settings.TLSCert, settings.TLSKey = certFile, keyFile
 	js := connect(t, machineNATS())
 	t.Cleanup(func() {
 		_ = js.DeleteStream(context.Background(), qc.Stream)
@@ -129,7 +137,7 @@ func TestServeTLS(t *testing.T) {
 }
 
 func TestServeRefusesHalfTLS(t *testing.T) {
-	settings := webhook.DefaultSettings()
+	settings := serverOptions(machineNATS(), queueConfig())
 	settings.TLSCert = "/nonexistent/tls.crt"
 	if err := webhook.Serve(context.Background(), settings, nil, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("Serve with a certificate and no key succeeded")

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
@@ -197,30 +198,33 @@ func startThrottle(tb testing.TB, target string, rate int) string {
 	return ln.Addr().String()
 }
 
-// startWebhook runs cmd/webhook on the cluster's queue. Every variable is
-// checked against what pkg/webhook.LoadSettings reads.
+// startWebhook runs cmd/webhook on the cluster's queue, with the same
+// INDEXER_* names as the workers'. Every variable is checked against the
+// settings cmd/webhook reads.
 func (c *cluster) startWebhook(registry string) {
 	c.tb.Helper()
 	vars := map[string]string{
-		"WEBHOOK_LISTEN":                c.hookAddr,
-		"WEBHOOK_NATS_URL":              machineNATS,
-		"WEBHOOK_TOKEN":                 c.token,
-		"WEBHOOK_DISTRIBUTION_REGISTRY": registry,
-		"WEBHOOK_HARBOR_DISABLED":       "true",
-		"WEBHOOK_CLOUDEVENTS_DISABLED":  "true",
-		"WEBHOOK_ECR_DISABLED":          "true",
-		// The names the workers derive from --stream and --subject
-		// (pkg/service.QueueConfig), and the same limits.
-		"WEBHOOK_QUEUE_STREAM":         c.stream,
-		"WEBHOOK_QUEUE_SUBJECT_PREFIX": c.subject,
-		"WEBHOOK_QUEUE_DLQ_STREAM":     c.stream + "_DLQ",
-		"WEBHOOK_QUEUE_DLQ_PREFIX":     "dlq." + c.subject,
-		"WEBHOOK_QUEUE_CONSUMER":       c.consumer,
-		"WEBHOOK_QUEUE_MAX_DELIVER":    c.setting("max_deliver"),
-		"WEBHOOK_QUEUE_ACK_WAIT":       c.setting("ack_wait"),
+		"INDEXER_LISTEN":                c.hookAddr,
+		"INDEXER_NATS_URL":              machineNATS,
+		"INDEXER_WEBHOOK_SECRET":        c.token,
+		"INDEXER_DISTRIBUTION_REGISTRY": registry,
+		"INDEXER_HARBOR_DISABLED":       "true",
+		"INDEXER_CLOUDEVENTS_DISABLED":  "true",
+		"INDEXER_ECR_DISABLED":          "true",
+		// The workers' queue: the dead letters follow from these as
+		// they do for the workers (config.Config.QueueConfig).
+		"INDEXER_STREAM":   c.stream,
+		"INDEXER_SUBJECT":  c.subject,
+		"INDEXER_CONSUMER": c.consumer,
 	}
 	read := map[string]bool{}
-	if _, err := webhook.LoadSettings(nil, func(k string) (string, bool) { read[k] = true; return "", false }); err != nil {
+	var cfg config.Config
+	fs := pflag.NewFlagSet("webhook", pflag.ContinueOnError)
+	loader := config.RegisterWebhook(fs, &cfg, func(k string) (string, bool) { read[k] = true; return "", false })
+	if err := fs.Parse(nil); err != nil {
+		c.tb.Fatal(err)
+	}
+	if err := loader.Resolve(); err != nil {
 		c.tb.Fatal(err)
 	}
 	env := testproc.BaseEnv(c.tb)

@@ -11,9 +11,9 @@ import (
 	"oras.land/oras-go/v2/content"
 
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // TestManyWorkersSurviveSIGKILL: the webhook and three worker processes on
@@ -49,7 +49,7 @@ func TestManyWorkersSurviveSIGKILL(t *testing.T) {
 	victim := c.startWorker("worker-victim")
 	killed := map[string]bool{} // worker names (hostname:pid) of killed processes
 
-	repos, err := service.NewRepositoryFunc(service.RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	client, err := registryclient.New(registryclient.Options{PlainHTTP: true, NoDockerConfig: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestManyWorkersSurviveSIGKILL(t *testing.T) {
 	// 40 pushes through the throttled proxy took over 100 s.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	repo, err := repos(ctx, c.reg.Addr(), "scale/app")
+	repo, err := client.RepositoryOf(ctx, c.reg.Addr(), "scale/app")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
-	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // BenchmarkWorkerProcesses measures images indexed per minute by 1, 2 and
@@ -41,11 +41,11 @@ func workerRun(b *testing.B, procs, images int) float64 {
 		"min_layer_size": "0",
 		"backfill_rps":   "0",
 	}})
-	repos, err := service.NewRepositoryFunc(service.RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	client, err := registryclient.New(registryclient.Options{PlainHTTP: true, NoDockerConfig: true})
 	if err != nil {
 		b.Fatal(err)
 	}
-	repo, err := repos(ctx, c.reg.Addr(), "bench/app")
+	repo, err := client.RepositoryOf(ctx, c.reg.Addr(), "bench/app")
 	if err != nil {
 		b.Fatal(err)
 	}

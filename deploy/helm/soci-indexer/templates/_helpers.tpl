@@ -93,8 +93,8 @@ key: registry-auth
 
 {{/*
 The queue as both sides see it. The workers derive the dead-letter stream
-and prefix from a custom stream and subject (pkg/service.QueueConfig); the
-webhook is told the same names explicitly.
+and prefix from a custom stream and subject (internal/config Config.QueueConfig); the
+webhook derives them the same way.
 */}}
 {{- define "soci-indexer.queueStream" -}}
 {{- default "INDEX_JOBS" .Values.queue.stream -}}
@@ -147,6 +147,8 @@ webhook is told the same names explicitly.
 - name: INDEXER_CONSUMER
   value: {{ . | quote }}
 {{- end }}
+- name: INDEXER_STREAM_REPLICAS
+  value: {{ .Values.queue.replicas | quote }}
 - name: INDEXER_MAX_DELIVER
   value: {{ .Values.queue.maxDeliver | quote }}
 - name: INDEXER_ACK_WAIT

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"bytes"
@@ -15,12 +15,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -88,14 +88,15 @@ func TestClusterFailover(t *testing.T) {
 	const secret = "cluster-secret"
 
 	// The webhook, first, creates the streams at R3.
-	ws := webhook.DefaultSettings()
-	ws.NATSURL = urls
-	ws.Token = secret
-	ws.Queue.Stream, ws.Queue.SubjectPrefix = name, strings.ToLower(name)
-	ws.Queue.DLQStream, ws.Queue.DLQPrefix = name+"_DLQ", "dlq."+strings.ToLower(name)
-	ws.Queue.Consumer = "workers"
-	ws.Queue.Replicas = 3
-	ws.ShutdownTimeout = 2 * time.Second
+	ws := webhook.ServerOptions{
+		NATSURL: urls,
+		Queue: queue.Config{Stream: name, SubjectPrefix: strings.ToLower(name),
+			DLQStream: name + "_DLQ", DLQPrefix: "dlq." + strings.ToLower(name), Consumer: "workers", Replicas: 3},
+		Handler: webhook.Config{Distribution: webhook.SourceConfig{Token: secret},
+			Harbor: webhook.SourceConfig{Disabled: true}, CloudEvents: webhook.SourceConfig{Disabled: true},
+			ECR: webhook.SourceConfig{Disabled: true}},
+		ShutdownTimeout: 2 * time.Second,
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -309,8 +310,8 @@ func TestClusterFailover(t *testing.T) {
 	}
 	succeeded, failed := 0.0, 0.0
 	for _, w := range workers {
-		succeeded += testutil.ToFloat64(w.metrics.jobs.WithLabelValues("push", string(OutcomeSucceeded)))
-		failed += testutil.ToFloat64(w.metrics.jobs.WithLabelValues("push", string(OutcomeFailed)))
+		succeeded += jobsTotal(t, w.Metrics(), service.OutcomeSucceeded)
+		failed += jobsTotal(t, w.Metrics(), service.OutcomeFailed)
 	}
 	if succeeded != images || failed != 0 {
 		t.Errorf("workers indexed %v images and failed %v, want %d and 0", succeeded, failed, images)

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"compress/gzip"
@@ -15,15 +15,17 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // Benchmarks of the whole service in one process: embedded registry (on
 // disk), embedded NATS, SQLite, default span and minimum layer sizes. Images
 // are about 100 MB: four gzip layers of real files from this machine. Run:
 //
-//	go test ./pkg/service -run '^$' -bench . -benchtime 5x -timeout 30m
+//	go test ./internal/app -run '^$' -bench . -benchtime 5x -timeout 30m
 //
 // Results: docs/bench/service.md.
 
@@ -82,7 +84,7 @@ func benchServer(b *testing.B, workers int) (*Server, func()) {
 
 func benchRepo(b *testing.B, registry, name string) *remote.Repository {
 	b.Helper()
-	repos, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }})
+	repos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func benchRepo(b *testing.B, registry, name string) *remote.Repository {
 }
 
 // waitIndexed polls the job record every 10ms.
-func waitIndexed(b *testing.B, store Store, key db.JobKey) {
+func waitIndexed(b *testing.B, store service.Store, key db.JobKey) {
 	b.Helper()
 	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"context"
@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // layerGate is an HTTP transport that holds every layer download (a blob
@@ -72,13 +74,13 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 	img := pushImage(t, reg.Addr(), "kill/app", "v1", testLayerSize, testLayerSize)
 
 	gate := newLayerGate(time.Hour)
-	stuckRepos, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: func(string) bool { return true }, Transport: gate})
+	stuckRepos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
-	buildOpts := WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0))
-	doomed := NewWorker(stuckRepos, doomedStore, buildOpts, WithWorkerName("doomed"), WithLogger(testLogger(t)))
-	healthy := NewWorker(plainRepos(t), store, buildOpts, WithWorkerName("healthy"), WithLogger(testLogger(t)))
+	buildOpts := service.WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0))
+	doomed := service.NewWorker(stuckRepos, doomedStore, buildOpts, service.WithWorkerName("doomed"), service.WithLogger(testLogger(t)))
+	healthy := service.NewWorker(plainRepos(t), store, buildOpts, service.WithWorkerName("healthy"), service.WithLogger(testLogger(t)))
 
 	qDoomed, ncDoomed := newTestQueue(t, cfg)
 	doomedCtx, cancelDoomed := context.WithCancel(context.Background())
@@ -199,11 +201,13 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	defer s.Close()
 	gate := newLayerGate(1500 * time.Millisecond)
-	slow, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: s.plainHTTP, Transport: gate})
+	slow, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.worker.repos = slow
+	if err := s.useRepositories(slow); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
@@ -247,11 +251,13 @@ func TestShutdownPastGraceHandsJobBack(t *testing.T) {
 	}
 	defer s.Close()
 	gate := newLayerGate(time.Hour)
-	stuck, err := NewRepositoryFunc(RegistryOptions{PlainHTTP: s.plainHTTP, Transport: gate})
+	stuck, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.worker.repos = stuck
+	if err := s.useRepositories(stuck); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	img := pushImage(t, s.RegistryAddr(), "cut/app", "v1", testLayerSize, testLayerSize)

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // TestAllInOnePushIsIndexed: a push to the embedded registry becomes a
@@ -369,14 +370,14 @@ func TestBackfillSince(t *testing.T) {
 	q, _ := newTestQueue(t, cfg)
 	target := reg.Addr() + "/old/app"
 
-	stats, err := NewBackfiller(plainRepos(t), store, q, WithSince(24*time.Hour)).Run(context.Background(), target)
+	stats, err := service.NewBackfiller(plainRepos(t), store, q, service.WithSince(24*time.Hour)).Run(context.Background(), target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if stats.Enqueued != 0 || stats.Older != 1 {
 		t.Errorf("--since 24h: %+v, want the old image left alone", stats)
 	}
-	stats, err = NewBackfiller(plainRepos(t), store, q).Run(context.Background(), target)
+	stats, err = service.NewBackfiller(plainRepos(t), store, q).Run(context.Background(), target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,14 +437,14 @@ func TestBackfillRetryFailed(t *testing.T) {
 	if err := store.Fail(ctx, key, errors.New("401 unauthorized"), true); err != nil {
 		t.Fatal(err)
 	}
-	stats, err := NewBackfiller(plainRepos(t), store, q).Run(ctx, target)
+	stats, err := service.NewBackfiller(plainRepos(t), store, q).Run(ctx, target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if stats.Enqueued != 0 || stats.Failed != 1 || stats.Indexed != 0 {
 		t.Errorf("without retry: %+v, want the failed image left alone, counted as failed (not indexed)", stats)
 	}
-	stats, err = NewBackfiller(plainRepos(t), store, q, WithRetryFailed(true)).Run(ctx, target)
+	stats, err = service.NewBackfiller(plainRepos(t), store, q, service.WithRetryFailed(true)).Run(ctx, target)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 )
 
 // multiPlatformArtifacts is what indexing the multi-platform image "gone"
@@ -52,7 +53,7 @@ func pushSharingImages(t *testing.T, registry, repository string, indexed func(i
 // recordArtifacts reads what indexing gone made and checks it is complete:
 // a v2 index per platform, a v1 index per platform with index.Both, one
 // zTOC shared with kept and one not.
-func recordArtifacts(t *testing.T, repo *remote.Repository, store Store, registry, repository string, gone ocispec.Descriptor, platforms []ocispec.Descriptor, v index.IndexVersion) multiPlatformArtifacts {
+func recordArtifacts(t *testing.T, repo *remote.Repository, store service.Store, registry, repository string, gone ocispec.Descriptor, platforms []ocispec.Descriptor, v index.IndexVersion) multiPlatformArtifacts {
 	t.Helper()
 	ctx := context.Background()
 	a := multiPlatformArtifacts{registry: registry, repository: repository, gone: gone, platforms: platforms}
@@ -114,7 +115,7 @@ func recordArtifacts(t *testing.T, repo *remote.Repository, store Store, registr
 
 // goneProblem returns what is left of gone's artifacts, or nil when all
 // of them are gone and the other image's are whole.
-func (a multiPlatformArtifacts) goneProblem(ctx context.Context, repo *remote.Repository, store Store) error {
+func (a multiPlatformArtifacts) goneProblem(ctx context.Context, repo *remote.Repository, store service.Store) error {
 	if _, err := repo.Resolve(ctx, "v1-soci"); err == nil {
 		return errors.New("tag v1-soci still in the registry")
 	}
@@ -173,7 +174,7 @@ func TestDeleteMultiPlatformRemovesArtifacts(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		for _, v := range []index.IndexVersion{index.V2, index.Both} {
 			t.Run(backend+"/"+v.String(), func(t *testing.T) {
-				var store Store
+				var store service.Store
 				if backend == "postgres" {
 					dsn, _ := testpg.NewDatabase(t, "svc")
 					store = openStore(t, dsn)

@@ -1,4 +1,4 @@
-package service
+package app
 
 import (
 	"context"
@@ -19,9 +19,11 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/datadir"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
+	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
+	"github.com/soci-indexer/soci-indexer/pkg/service"
 	"github.com/soci-indexer/soci-indexer/pkg/status"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
@@ -32,15 +34,15 @@ import (
 type Server struct {
 	cfg     config.Config
 	log     *slog.Logger
-	metrics *Metrics
+	metrics *service.Metrics
 
 	nats     *embeddednats.Server
 	nc       *nats.Conn
 	queue    *queue.Queue
-	store    Store
-	repos    RepositoryFunc
-	worker   *Worker
-	backfill *Backfiller
+	store    service.Store
+	repos    service.RepositoryFunc
+	worker   *service.Worker
+	backfill *service.Backfiller
 
 	httpLn   net.Listener
 	httpSrv  *http.Server
@@ -65,7 +67,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Server,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), embedded: cfg.UseEmbedded(),
+	s := &Server{cfg: cfg, log: log, metrics: service.NewMetrics(), embedded: cfg.UseEmbedded(),
 		dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, secret: cfg.WebhookSecret, statusToken: cfg.StatusToken}
 	defer func() {
 		if err != nil {
@@ -159,7 +161,7 @@ func (s *Server) connect(ctx context.Context) error {
 	if s.publishOnly {
 		open = queue.NewPublisher
 	}
-	if s.queue, err = open(ctx, js, QueueConfig(s.cfg), queue.WithLogger(s.log)); err != nil {
+	if s.queue, err = open(ctx, js, s.cfg.QueueConfig(), queue.WithLogger(s.log)); err != nil {
 		return err
 	}
 	s.metrics.WatchQueue(s.queue.Stats)
@@ -170,27 +172,6 @@ func (s *Server) connect(ctx context.Context) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	return nil
-}
-
-// QueueConfig maps the settings onto pkg/queue's configuration. A custom
-// stream gets its own dead-letter stream, so that several deployments (or
-// tests) can share one NATS server.
-func QueueConfig(cfg config.Config) queue.Config {
-	qc := queue.Config{
-		Stream:        cfg.Stream,
-		SubjectPrefix: cfg.Subject,
-		Consumer:      cfg.Consumer,
-		Replicas:      cfg.Replicas,
-		MaxDeliver:    cfg.MaxDeliver,
-		AckWait:       cfg.AckWait,
-	}
-	if cfg.Stream != "" {
-		qc.DLQStream = cfg.Stream + "_DLQ"
-	}
-	if cfg.Subject != "" {
-		qc.DLQPrefix = "dlq." + cfg.Subject
-	}
-	return qc
 }
 
 // startHTTP serves /metrics, /healthz, /readyz and, when enabled, the
@@ -206,20 +187,16 @@ func (s *Server) startHTTP() error {
 		mux.Handle("/status/", status.NewHandler(status.New(s.store, s.queue), s.statusToken, s.log))
 	}
 	if s.embedded || s.cfg.Webhook {
-		if s.secret == "" {
-			return fmt.Errorf("%w: the webhook needs --webhook-secret", config.ErrInvalid)
-		}
-		// The in-process webhook serves distribution's notifications; the
-		// other sources need cmd/webhook and its configuration.
-		wcfg := webhook.Config{
-			Distribution: webhook.SourceConfig{Token: s.secret},
-			Harbor:       webhook.SourceConfig{Disabled: true},
-			CloudEvents:  webhook.SourceConfig{Disabled: true},
-			ECR:          webhook.SourceConfig{Disabled: true},
-			Filter: webhook.FilterConfig{OwnTags: []string{ownTagGlob(s.cfg.V2TagTemplate)},
-				AllowRegistry: s.registryAllowed},
-		}
+		// The same handler settings as cmd/webhook's, with the token
+		// generated in the data directory when none was given.
+		hc := s.cfg
+		hc.WebhookSecret = s.secret
+		wcfg := hc.WebhookConfig()
+		wcfg.Filter.AllowRegistry = s.registryAllowed
 		wh, err := webhook.New(s.queue, wcfg, webhook.WithLogger(s.log), webhook.WithRegistry(s.metrics.Registry))
+		if errors.Is(err, webhook.ErrNoToken) {
+			return fmt.Errorf("%w: %w: set --webhook-secret (or the endpoint's own token, or disable it)", config.ErrInvalid, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -239,15 +216,6 @@ func (s *Server) startHTTP() error {
 		}
 	}()
 	return nil
-}
-
-// ownTagGlob is the glob of the tags v2 indexes are pushed under, so the
-// webhook drops their events before they reach the queue.
-func ownTagGlob(template string) string {
-	if template == "" {
-		template = index.DefaultV2TagTemplate
-	}
-	return strings.ReplaceAll(template, "{tag}", "*")
 }
 
 // ready answers 200 when the queue and the database answer.
@@ -330,19 +298,25 @@ func (s *Server) plainHTTP(host string) bool {
 }
 
 func (s *Server) newWorker() error {
-	cred, err := s.cfg.CredentialFunc()
+	opts, err := s.cfg.RegistryClientOptions()
 	if err != nil {
 		return err
 	}
-	s.repos, err = NewRepositoryFunc(RegistryOptions{
-		Credential: cred,
-		PlainHTTP:  s.plainHTTP,
-		CAFile:     s.cfg.RegistryCAFile,
-		UserAgent:  "soci-indexer",
-	})
+	opts.PlainHTTPHost = s.plainHTTP
+	// The workers delete what they made, so superseded referrers indexes
+	// go too.
+	opts.ReferrersGC = true
+	client, err := registryclient.New(opts)
 	if err != nil {
 		return err
 	}
+	return s.useRepositories(client.RepositoryOf)
+}
+
+// useRepositories builds the worker and the backfiller on repos (tests
+// give theirs a slowed transport).
+func (s *Server) useRepositories(repos service.RepositoryFunc) error {
+	s.repos = repos
 	buildOpts, identity, err := BuildOptions(s.cfg)
 	if err != nil {
 		return err
@@ -351,24 +325,24 @@ func (s *Server) newWorker() error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
-	s.worker = NewWorker(s.repos, s.store,
-		WithBuildOptions(buildOpts...),
-		WithIndexVersion(version),
-		WithOptionsIdentity(identity),
-		WithJobTimeout(s.cfg.JobTimeout),
-		WithRegistryAllowed(s.registryAllowed),
-		WithMetrics(s.metrics),
-		WithLogger(s.log),
+	s.worker = service.NewWorker(s.repos, s.store,
+		service.WithBuildOptions(buildOpts...),
+		service.WithIndexVersion(version),
+		service.WithOptionsIdentity(identity),
+		service.WithJobTimeout(s.cfg.JobTimeout),
+		service.WithRegistryAllowed(s.registryAllowed),
+		service.WithMetrics(s.metrics),
+		service.WithLogger(s.log),
 	)
-	s.backfill = NewBackfiller(s.repos, s.store, s.queue, WithIndexedBy(s.worker),
-		WithSince(s.cfg.BackfillSince), WithRetryFailed(s.cfg.BackfillRetry),
-		WithBackfillConcurrency(s.cfg.BackfillConcurrency), WithBackfillRate(s.cfg.BackfillRPS),
-		WithBackfillMetrics(s.metrics), WithBackfillLogger(s.log))
+	s.backfill = service.NewBackfiller(s.repos, s.store, s.queue, service.WithIndexedBy(s.worker),
+		service.WithSince(s.cfg.BackfillSince), service.WithRetryFailed(s.cfg.BackfillRetry),
+		service.WithBackfillConcurrency(s.cfg.BackfillConcurrency), service.WithBackfillRate(s.cfg.BackfillRPS),
+		service.WithBackfillMetrics(s.metrics), service.WithBackfillLogger(s.log))
 	return nil
 }
 
 // BuildOptions maps the settings onto index build options, and returns the
-// text that identifies them (see WithOptionsIdentity).
+// text that identifies them (see service.WithOptionsIdentity).
 func BuildOptions(cfg config.Config) ([]index.BuildOption, string, error) {
 	opts := []index.BuildOption{
 		index.WithSpanSize(cfg.SpanSize),
@@ -535,16 +509,16 @@ func (s *Server) WebhookSecret() string { return s.secret }
 func (s *Server) Queue() *queue.Queue { return s.queue }
 
 // Store is the database.
-func (s *Server) Store() Store { return s.store }
+func (s *Server) Store() service.Store { return s.store }
 
 // Metrics are the server's metrics.
-func (s *Server) Metrics() *Metrics { return s.metrics }
+func (s *Server) Metrics() *service.Metrics { return s.metrics }
 
 // Backfiller walks registries for images the events missed.
-func (s *Server) Backfiller() *Backfiller { return s.backfill }
+func (s *Server) Backfiller() *service.Backfiller { return s.backfill }
 
 // Worker is the job handler.
-func (s *Server) Worker() *Worker { return s.worker }
+func (s *Server) Worker() *service.Worker { return s.worker }
 
 // Serve starts the server, runs the workers until ctx is cancelled and
 // shuts everything down.
@@ -558,14 +532,14 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 // OpenBackfiller connects to the queue and the database cfg names and
-// returns a Backfiller on them, for a one-off `indexer backfill`. In
+// returns a service.Backfiller on them, for a one-off `indexer backfill`. In
 // all-in-one mode it finds the running server's NATS through the data
 // directory. close releases the connections.
-func OpenBackfiller(ctx context.Context, cfg config.Config, log *slog.Logger) (b *Backfiller, close func() error, err error) {
+func OpenBackfiller(ctx context.Context, cfg config.Config, log *slog.Logger) (b *service.Backfiller, close func() error, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, publishOnly: true}
+	s := &Server{cfg: cfg, log: log, metrics: service.NewMetrics(), dsn: cfg.DatabaseURL, natsURL: cfg.NATSURL, publishOnly: true}
 	if cfg.UseEmbedded() {
 		running, err := datadir.Dir(cfg.DataDir).Running()
 		if err != nil {
