@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/datadir"
 	"github.com/soci-indexer/soci-indexer/pkg/status"
 )
@@ -31,8 +32,10 @@ var errNotLazyLoadable = errors.New("not lazy-loadable")
 
 func newStatusCmd() *cobra.Command {
 	var (
-		server, token, dataDir string
-		asJSON                 bool
+		settings         config.Config
+		loader           *config.Loader
+		server, oldToken string
+		asJSON           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "status REF",
@@ -41,14 +44,23 @@ func newStatusCmd() *cobra.Command {
 registry/repository:tag or registry/repository@digest.
 Exit status: 0 lazy-loadable, 1 not, 2 usage or connection error.`,
 		Example: `  indexer status --data-dir .data 127.0.0.1:5000/demo/app:v1
-  indexer status --server http://indexer:8080 --token "$TOKEN" reg/app@sha256:… --json`,
+  indexer status --server http://indexer:8080 --status-token "$TOKEN" reg/app@sha256:… --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := status.ParseRef(args[0]); err != nil {
 				return &exitError{2, err}
 			}
-			if dataDir != "" {
-				d := datadir.Dir(dataDir)
+			if err := loader.Resolve(); err != nil {
+				return &exitError{2, err}
+			}
+			token := settings.StatusToken
+			if oldToken != "" {
+				token = oldToken
+			}
+			// Without --server, the all-in-one server of the data directory
+			// (serve's setting, ./.data by default) is asked, with its token.
+			if server == "" || token == "" {
+				d := datadir.Dir(settings.DataDir)
 				if server == "" {
 					rec, err := d.Running()
 					if err != nil {
@@ -65,7 +77,7 @@ Exit status: 0 lazy-loadable, 1 not, 2 usage or connection error.`,
 				}
 			}
 			if server == "" || token == "" {
-				return &exitError{2, errors.New("give --data-dir, or --server and --token")}
+				return &exitError{2, errors.New("give --data-dir, or --server and --status-token")}
 			}
 			img, raw, err := fetchImageStatus(cmd, server, token, args[0])
 			if err != nil {
@@ -84,9 +96,11 @@ Exit status: 0 lazy-loadable, 1 not, 2 usage or connection error.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&server, "server", os.Getenv("INDEXER_SERVER"), "base URL of the server, e.g. http://indexer:8080 (env INDEXER_SERVER)")
-	fl.StringVar(&token, "token", os.Getenv("INDEXER_STATUS_TOKEN"), "status read token (env INDEXER_STATUS_TOKEN)")
-	fl.StringVar(&dataDir, "data-dir", os.Getenv("INDEXER_DATA_DIR"), "all-in-one data directory: server URL and status.token from it (env INDEXER_DATA_DIR)")
+	// --data-dir and --status-token are serve's settings, with its names.
+	loader = config.RegisterOnly(fl, &settings, os.LookupEnv, false, config.FlagDataDir, config.FlagStatusToken)
+	fl.StringVar(&server, "server", os.Getenv("INDEXER_SERVER"), "base URL of the server, e.g. http://indexer:8080; without it, the server of --data-dir (env INDEXER_SERVER)")
+	fl.StringVar(&oldToken, "token", "", "the status read token")
+	_ = fl.MarkDeprecated("token", "use --status-token")
 	fl.BoolVar(&asJSON, "json", false, "print the API's JSON")
 	return cmd
 }

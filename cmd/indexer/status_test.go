@@ -30,7 +30,7 @@ func TestStatusCommand(t *testing.T) {
 		dsn, _ := testpg.NewDatabase(t, "status_cli")
 		const token = "status-token-of-the-test"
 		testStatusCommand(t, bin, []string{"--embedded", "--database-url", dsn, "--status-token", token},
-			func(_ string, rec datadir.Server) []string { return []string{"--server", rec.HTTP, "--token", token} })
+			func(_ string, rec datadir.Server) []string { return []string{"--server", rec.HTTP, "--status-token", token} })
 	})
 }
 
@@ -93,7 +93,7 @@ func testStatusCommand(t *testing.T, bin string, serveArgs []string, addr func(d
 	if out, code := run(append(append([]string{"status"}, at...), rec.Registry+"/demo/none:v1")...); code != 1 {
 		t.Errorf("unknown image: exit %d, want 1\n%s", code, out)
 	}
-	if out, code := run("status", "--server", rec.HTTP, "--token", "wrong", ref); code != 2 {
+	if out, code := run("status", "--server", rec.HTTP, "--status-token", "wrong", ref); code != 2 {
 		t.Errorf("wrong token: exit %d, want 2\n%s", code, out)
 	}
 	if out, code := run("status", "--data-dir", dir, "no-registry"); code != 2 {

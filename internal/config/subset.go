@@ -12,6 +12,7 @@ const (
 	FlagDLQStream      = "dlq-stream"
 	FlagDLQPrefix      = "dlq-prefix"
 	FlagDataDir        = "data-dir"
+	FlagStatusToken    = "status-token"
 	FlagIndexVersion   = "index-version"
 	FlagV2TagTemplate  = "v2-tag-template"
 	FlagSpanSize       = "span-size"
