@@ -138,6 +138,9 @@ CREATE INDEX job_attempts_finished_idx ON job_attempts (finished_at);
 -- IndexEntriesOf (every delete event) finds an image's indexes by their
 -- image digest (artifacts_image_digest_idx) or by their manifest digest.
 CREATE INDEX artifacts_index_location_idx ON artifacts (location) WHERE type = 'soci_index';
+-- The coverage report no longer reads jobs: its index (00004) would only
+-- cost every job write.
+DROP INDEX jobs_coverage_idx;
 
 -- Jobs: count a job's category (indexed, pending, failed, skipped) change
 -- in its repository and its image.

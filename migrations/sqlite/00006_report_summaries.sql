@@ -114,6 +114,9 @@ CREATE INDEX summary_layers_largest_idx ON summary_layers (layer_size DESC, ztoc
 CREATE INDEX summary_layers_ztoc_idx ON summary_layers (ztoc_digest);
 CREATE INDEX job_attempts_finished_idx ON job_attempts (finished_at);
 CREATE INDEX artifacts_index_location_idx ON artifacts (location) WHERE type = 'soci_index';
+-- The coverage report no longer reads jobs: its index (00004) would only
+-- cost every job write.
+DROP INDEX jobs_coverage_idx;
 
 -- Jobs: a job's category (indexed, pending, failed, skipped) counts in its
 -- repository and its image. Job keys never change; a change of key counts
