@@ -200,11 +200,21 @@ BEGIN
             (NEW.status = 'succeeded')::int, (NEW.status IN ('queued', 'running'))::int,
             (NEW.status = 'failed')::int, (NEW.status = 'skipped')::int);
     END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD; -- a BEFORE DELETE trigger: go on with the delete
+    END IF;
     RETURN NULL;
 END $$;
 -- +goose StatementEnd
 
-CREATE TRIGGER jobs_summary AFTER INSERT OR DELETE ON jobs
+-- A job's delete is counted BEFORE it, so before the foreign key's cascade
+-- deletes its attempts: like Succeed, Skip and Fail, a delete then locks
+-- the repository's summary row before the day's (summary_throughput), and
+-- the two cannot deadlock. (An INSERT … ON CONFLICT fires BEFORE INSERT
+-- triggers even when it updates, so inserts are counted AFTER.)
+CREATE TRIGGER jobs_summary AFTER INSERT ON jobs
+    FOR EACH ROW EXECUTE FUNCTION summary_jobs_change();
+CREATE TRIGGER jobs_summary_delete BEFORE DELETE ON jobs
     FOR EACH ROW EXECUTE FUNCTION summary_jobs_change();
 CREATE TRIGGER jobs_summary_update AFTER UPDATE OF registry, repository, digest, status ON jobs
     FOR EACH ROW

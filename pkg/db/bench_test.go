@@ -120,7 +120,7 @@ func seedJobs(b *testing.B, s Store, n, repos int) {
 var summaryTriggers = []struct{ table, postgres, sqlite string }{
 	{"jobs", "jobs_summary", "jobs_summary_insert"},
 	{"jobs", "jobs_summary_update", "jobs_summary_delete"},
-	{"jobs", "", "jobs_summary_status"},
+	{"jobs", "jobs_summary_delete", "jobs_summary_status"},
 	{"jobs", "", "jobs_summary_key"},
 	{"layer_uses", "layer_uses_summary", "layer_uses_summary_insert"},
 	{"layer_uses", "layer_uses_summary_update", "layer_uses_summary_delete"},
