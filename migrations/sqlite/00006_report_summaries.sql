@@ -117,6 +117,12 @@ CREATE INDEX artifacts_index_location_idx ON artifacts (location) WHERE type = '
 -- The coverage report no longer reads jobs: its index (00004) would only
 -- cost every job write.
 DROP INDEX jobs_coverage_idx;
+-- report failures and skipped (the CLI's latest 50, the status page's 20):
+-- their order, so the latest N are the first N entries.
+CREATE INDEX jobs_failed_latest_idx ON jobs ((finished_at IS NULL), finished_at DESC, registry, repository, digest)
+    WHERE status = 'failed';
+CREATE INDEX jobs_skipped_latest_idx ON jobs ((finished_at IS NULL), finished_at DESC, registry, repository, digest, tag)
+    WHERE status = 'skipped';
 
 -- Jobs: a job's category (indexed, pending, failed, skipped) counts in its
 -- repository and its image. Job keys never change; a change of key counts

@@ -131,7 +131,8 @@ WHERE j.status = 'succeeded'`, benchBases)},
 
 // newIndexes are the indexes migration 00006 adds; the baseline plans run
 // without them.
-var newIndexes = []string{"job_attempts_finished_idx", "artifacts_index_location_idx"}
+var newIndexes = []string{"job_attempts_finished_idx", "artifacts_index_location_idx", "jobs_failed_latest_idx",
+	"jobs_skipped_latest_idx"}
 
 // fillVersion is the schema the rows are filled into: before the report
 // summaries of migration 00006, which then backfills them.
