@@ -114,3 +114,126 @@ func seedJobs(b *testing.B, s Store, n, repos int) {
 		b.Fatal(err)
 	}
 }
+
+// summaryTriggers are the triggers of migration 00006 that keep the report
+// summaries; BenchmarkJobWrites drops them for its baseline.
+var summaryTriggers = []struct{ table, postgres, sqlite string }{
+	{"jobs", "jobs_summary", "jobs_summary_insert"},
+	{"jobs", "jobs_summary_update", "jobs_summary_delete"},
+	{"jobs", "jobs_summary_delete", "jobs_summary_status"},
+	{"jobs", "", "jobs_summary_key"},
+	{"layer_uses", "layer_uses_summary", "layer_uses_summary_insert"},
+	{"layer_uses", "layer_uses_summary_update", "layer_uses_summary_delete"},
+	{"layer_uses", "", "layer_uses_summary_update"},
+	{"artifacts", "artifacts_summary", "artifacts_summary"},
+	{"job_attempts", "job_attempts_summary_insert", "job_attempts_summary_insert"},
+	{"job_attempts", "job_attempts_summary_delete", "job_attempts_summary_delete"},
+	{"job_attempts", "job_attempts_summary_update", "job_attempts_summary_update"},
+}
+
+func dropSummaryTriggers(b *testing.B, s Store) {
+	b.Helper()
+	ctx := context.Background()
+	for _, tr := range summaryTriggers {
+		var err error
+		switch s := s.(type) {
+		case *postgresStore:
+			if tr.postgres != "" {
+				_, err = s.pool.Exec(ctx, "DROP TRIGGER "+tr.postgres+" ON "+tr.table)
+			}
+		case *sqliteStore:
+			if tr.sqlite != "" {
+				_, err = s.db.ExecContext(ctx, "DROP TRIGGER "+tr.sqlite)
+			}
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+const (
+	benchWriteJobs    = 400 // per writer
+	benchWriteWriters = 4
+)
+
+// BenchmarkJobWrites measures what the summaries cost the writes: jobs per
+// second through the worker's writes for one image (UpsertQueued, Start,
+// RecordLayerUses of 4 layers, one a base layer every image shares,
+// Succeed), from 4 concurrent writers in one repository, so that they all
+// update the same summary rows (the repository's, the day's, the base
+// layer's). "summaries" is the schema as migrated; "no-triggers" the same
+// schema with the summary triggers dropped, in the same run.
+func BenchmarkJobWrites(b *testing.B) {
+	for _, backend := range []struct {
+		name string
+		dsn  func(testing.TB) string
+	}{{"postgres", newPostgresDSN}, {"sqlite", newSQLiteDSN}} {
+		for _, mode := range []string{"summaries", "no-triggers"} {
+			b.Run(backend.name+"/"+mode, func(b *testing.B) {
+				ctx := context.Background()
+				s := openStore(b, backend.dsn(b), WithMaxConns(benchWriteWriters+2))
+				if mode == "no-triggers" {
+					dropSummaryTriggers(b, s)
+				}
+				base := ztocEntry(fakeDigest("bench base layer"), 1<<22, "v1", repoA)
+				if err := s.WriteArtifactEntry(ctx, base); err != nil {
+					b.Fatal(err)
+				}
+				var elapsed time.Duration
+				b.ResetTimer()
+				for n := range b.N {
+					start := time.Now()
+					errs := make(chan error, benchWriteWriters)
+					for w := range benchWriteWriters {
+						go func() {
+							errs <- writeJobs(ctx, s, base, fmt.Sprint(n, "/", w), benchWriteJobs)
+						}()
+					}
+					for range benchWriteWriters {
+						if err := <-errs; err != nil {
+							b.Fatal(err)
+						}
+					}
+					elapsed += time.Since(start)
+				}
+				b.ReportMetric(float64(b.N*benchWriteWriters*benchWriteJobs)/elapsed.Seconds(), "jobs/s")
+			})
+		}
+	}
+}
+
+// writeJobs indexes n images as a worker records them; a transient error
+// (deadlock, busy) is retried as the service would.
+func writeJobs(ctx context.Context, s Store, base *index.ArtifactEntry, prefix string, n int) error {
+	for i := range n {
+		k := JobKey{Registry: repoA.Registry, Repository: repoA.Repository,
+			Digest: fakeDigest(fmt.Sprint("bench image ", prefix, " ", i)), Tag: "v1"}
+		uses := []LayerUse{{LayerDigest: base.OriginalDigest, LayerSize: 30 << 20, ZtocDigest: base.Digest, Reused: true}}
+		var ztocs []*index.ArtifactEntry
+		for l := range 3 {
+			z := ztocEntry(fakeDigest(fmt.Sprint("bench layer ", prefix, " ", i, " ", l)), 1<<22, "v1", repoA)
+			ztocs = append(ztocs, z)
+			uses = append(uses, LayerUse{LayerDigest: z.OriginalDigest, LayerSize: 10 << 20, ZtocDigest: z.Digest})
+		}
+		steps := []func() error{
+			func() error { _, err := s.UpsertQueued(ctx, k, "bench"); return err },
+			func() error { _, err := s.Start(ctx, k, "bench"); return err },
+			func() error { return s.WriteArtifactEntries(ctx, ztocs) },
+			func() error { return s.RecordLayerUses(ctx, k, uses) },
+			func() error { return s.Succeed(ctx, k, JobResult{BytesRead: 40 << 20, OptionsHash: "o"}) },
+		}
+		for _, step := range steps {
+			for try := 0; ; try++ {
+				err := step()
+				if err == nil {
+					break
+				}
+				if !IsTransient(err) || try == 5 {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -45,6 +45,8 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 		{"AbandonedAttempt", testAbandonedAttempt},
 		{"LockSession", testLockSession},
 		{"Status", testStatus},
+		{"Summaries", testSummaries},
+		{"SummariesConcurrent", testSummariesConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -455,7 +457,13 @@ func (s *postgresStore) RemoveOldArtifacts(ctx context.Context, exists index.Exi
 }
 
 func (s *postgresStore) RecordLayerUses(ctx context.Context, image JobKey, uses []LayerUse) error {
-	uses = uniqueLayerUses(uses)
+	// In layer digest order: the summary rows the triggers update
+	// (summary_layers, keyed by layer digest first) are then locked in the
+	// same order by every writer, as RemoveImage's delete does, so two
+	// images sharing base layers cannot deadlock.
+	uses = slices.SortedFunc(slices.Values(uniqueLayerUses(uses)), func(a, b LayerUse) int {
+		return strings.Compare(a.LayerDigest, b.LayerDigest)
+	})
 	if len(uses) == 0 {
 		return nil
 	}

@@ -360,3 +360,16 @@ func TestPostgresCloseWhileSessionsClose(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+func TestPostgresUpgradeBackfillsSummaries(t *testing.T) {
+	t.Parallel()
+	dsn := newPostgresDSN(t)
+	pool, err := connectPostgres(context.Background(), dsn, newOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	defer pool.Close()
+	defer sqlDB.Close()
+	testUpgradeBackfillsSummaries(t, dsn, sqlDB, BackendPostgres)
+}

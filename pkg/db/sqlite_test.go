@@ -75,3 +75,18 @@ func TestSQLiteSchemaTooNew(t *testing.T) {
 		t.Fatalf("Open of a newer schema: %v, want ErrSchemaTooNew with version 99", err)
 	}
 }
+
+func TestSQLiteUpgradeBackfillsSummaries(t *testing.T) {
+	t.Parallel()
+	dsn := newSQLiteDSN(t)
+	_, target, err := ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := connectSQLite(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.Close()
+	testUpgradeBackfillsSummaries(t, dsn, sqlDB, BackendSQLite)
+}

@@ -58,16 +58,13 @@ func (r sqlReader) LayerUsesOf(ctx context.Context, image JobKey) ([]LayerUse, e
 	return uses, nil
 }
 
-// imageCoverageQuery ranks each image's jobs (1 indexed, 2 pending, 3
-// failed, 4 skipped) and keeps its best rank: the same SQL on both backends.
-const imageCoverageQuery = `SELECT registry, repository, count(*),
-		count(*) FILTER (WHERE best = 1), count(*) FILTER (WHERE best = 2),
-		count(*) FILTER (WHERE best = 3), count(*) FILTER (WHERE best = 4)
-	FROM (SELECT registry, repository, digest, min(CASE status WHEN 'succeeded' THEN 1
-			WHEN 'running' THEN 2 WHEN 'queued' THEN 2 WHEN 'failed' THEN 3 ELSE 4 END) AS best
-		FROM jobs WHERE ($1 = '' OR registry = $1) AND ($2 = '' OR repository = $2)
-		GROUP BY registry, repository, digest) images
-	GROUP BY registry, repository ORDER BY registry, repository`
+// imageCoverageQuery reads summary_image_coverage, which triggers keep as
+// the images' best states change (migration 00006): each image counts in
+// the first of 1 indexed, 2 pending, 3 failed, 4 skipped that one of its
+// tags' jobs is in. The same SQL on both backends.
+const imageCoverageQuery = `SELECT registry, repository, images, indexed, pending, failed, skipped
+	FROM summary_image_coverage WHERE ($1 = '' OR registry = $1) AND ($2 = '' OR repository = $2)
+	ORDER BY registry, repository`
 
 func (r sqlReader) ImageCoverage(ctx context.Context, registry, repository string) ([]ImageCoverageRow, error) {
 	rows, err := queryAll(ctx, r.query, func(row rowScanner) (ImageCoverageRow, error) {
@@ -84,12 +81,15 @@ func (r sqlReader) ImageCoverage(ctx context.Context, registry, repository strin
 func (r sqlReader) FinishedPerInterval(ctx context.Context, since time.Time, interval time.Duration) ([]IntervalCount, error) {
 	step := max(int64(interval/time.Second), 1)
 	finished := r.epochSQL("finished_at")
-	// Abandoned attempts did not finish: their worker died.
+	// Abandoned attempts did not finish: their worker died. The range on
+	// finished_at itself lets job_attempts_finished_idx find the recent
+	// attempts (the status page asks for the last hour) without a scan of
+	// them all; the one on its epoch keeps the whole-second bound.
 	q := `SELECT ` + finished + ` / $1 AS bucket, count(*),
 			count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'skipped'),
 			count(*) FILTER (WHERE status = 'failed')
 		FROM job_attempts
-		WHERE finished_at IS NOT NULL AND status <> 'abandoned' AND ` + finished + ` >= $2
+		WHERE finished_at >= $3 AND status <> 'abandoned' AND ` + finished + ` >= $2
 		GROUP BY 1 ORDER BY 1`
 	rows, err := queryAll(ctx, r.query, func(row rowScanner) (IntervalCount, error) {
 		var (
@@ -99,7 +99,7 @@ func (r sqlReader) FinishedPerInterval(ctx context.Context, since time.Time, int
 		err := row.Scan(&bucket, &c.Finished, &c.Succeeded, &c.Skipped, &c.Failed)
 		c.Start = time.Unix(bucket*step, 0).UTC()
 		return c, err
-	}, q, step, since.Unix())
+	}, q, step, since.Unix(), r.timeArg(since.Truncate(time.Second)))
 	if err != nil {
 		return nil, fmt.Errorf("db: attempts finished per %s: %w", interval, err)
 	}
