@@ -30,7 +30,9 @@ func TestStatusCommand(t *testing.T) {
 		dsn, _ := testpg.NewDatabase(t, "status_cli")
 		const token = "status-token-of-the-test"
 		testStatusCommand(t, bin, []string{"--embedded", "--database-url", dsn, "--status-token", token},
-			func(_ string, rec datadir.Server) []string { return []string{"--server", rec.HTTP, "--status-token", token} })
+			func(_ string, rec datadir.Server) []string {
+				return []string{"--server", rec.HTTP, "--status-token", token}
+			})
 	})
 }
 
