@@ -231,13 +231,13 @@ the one way to, e.g., go from 1 to 3 replicas. See docs/nats.md.`,
 				return err
 			}
 			fl := cmd.Flags()
-			if fl.Changed("replicas") {
+			if fl.Changed(config.FlagStreamReplicas) || fl.Changed("replicas") {
 				cfg.Replicas = want.Replicas
 			}
 			if fl.Changed("memory") {
 				cfg.MemoryStorage = want.MemoryStorage
 			}
-			if fl.Changed("duplicates") {
+			if fl.Changed(config.FlagStreamDuplicates) || fl.Changed("duplicates") {
 				cfg.Duplicates = want.Duplicates
 			}
 			if fl.Changed("ack-wait") {
@@ -263,9 +263,15 @@ the one way to, e.g., go from 1 to 3 replicas. See docs/nats.md.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.IntVar(&want.Replicas, "replicas", 1, "replicas of both streams (1, 3 or 5 on a cluster)")
+	// The streams' settings carry serve's names; the older short names
+	// still work, with a deprecation notice.
+	fl.IntVar(&want.Replicas, config.FlagStreamReplicas, 1, "replicas of both streams (1, 3 or 5 on a cluster)")
+	fl.IntVar(&want.Replicas, "replicas", 1, "")
+	_ = fl.MarkDeprecated("replicas", "use --"+config.FlagStreamReplicas)
 	fl.BoolVar(&want.MemoryStorage, "memory", false, "keep the streams in memory (JetStream cannot change this on an existing stream)")
-	fl.DurationVar(&want.Duplicates, "duplicates", queue.DefaultDuplicates, "deduplication window of published jobs")
+	fl.DurationVar(&want.Duplicates, config.FlagStreamDuplicates, queue.DefaultDuplicates, "deduplication window of published jobs")
+	fl.DurationVar(&want.Duplicates, "duplicates", queue.DefaultDuplicates, "")
+	_ = fl.MarkDeprecated("duplicates", "use --"+config.FlagStreamDuplicates)
 	fl.DurationVar(&want.AckWait, "ack-wait", time.Minute, "time without progress after which JetStream redelivers a job")
 	fl.IntVar(&want.MaxDeliver, "max-deliver", queue.DefaultMaxDeliver, "deliveries of one job before it is dead-lettered")
 	fl.DurationSliceVar(&want.BackOff, "backoff", nil, "redelivery delays after ack timeouts (replaces ack-wait for redeliveries)")

@@ -59,7 +59,7 @@ func TestQueueSetupChangesOnlyWhatItIsGiven(t *testing.T) {
 		}
 		return out.String()
 	}
-	out := run("setup", "--max-deliver", "4", "--duplicates", "3m")
+	out := run("setup", "--max-deliver", "4", "--stream-duplicates", "3m")
 	c, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
 	if err != nil {
 		t.Fatal(err)
@@ -80,5 +80,12 @@ func TestQueueSetupChangesOnlyWhatItIsGiven(t *testing.T) {
 	}
 	if ls := run("ls"); !strings.Contains(ls, "MAX DELIVER") || !strings.Contains(ls, "1m30s") {
 		t.Errorf("queue ls does not show the settings:\n%s", ls)
+	}
+	// The former name still sets the same thing, with a notice.
+	if out := run("setup", "--duplicates", "4m"); !strings.Contains(out, "use --stream-duplicates") {
+		t.Errorf("--duplicates gives no deprecation notice:\n%s", out)
+	}
+	if s, err := js.Stream(ctx, cfg.Stream); err != nil || s.CachedInfo().Config.Duplicates != 4*time.Minute {
+		t.Errorf("after setup --duplicates 4m: %v %+v", err, s)
 	}
 }
