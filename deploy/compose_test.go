@@ -77,7 +77,7 @@ func listenPort(t *testing.T, addr string) string {
 func indexerServices(c composeFile) map[string]service {
 	out := map[string]service{}
 	for name, s := range c.Services {
-		if s.Build != nil && s.Build.Target == "indexer" {
+		if s.Build != nil && (s.Build.Target == "worker" || s.Build.Target == "indexer") {
 			out[name] = s
 		}
 	}

@@ -485,7 +485,9 @@ func parseChart(t *testing.T, r rendered) chart {
 // TestHelmChartMatchesBinaries renders the chart with each CI values file
 // and checks every name, port, path and duration against the code.
 func TestHelmChartMatchesBinaries(t *testing.T) {
-	bin := testproc.Build(t, "./cmd/indexer")
+	// The chart runs the Dockerfile's worker image: the indexer built
+	// without the embedded registry.
+	bin := testproc.Build(t, "-tags=noregistry", "./cmd/indexer")
 	indexer := filepath.Join(bin, "indexer")
 	serveKnown := serveEnv(t, indexer)
 	migrateKnown := knownEnv(t, indexer, []string{"migrate"})

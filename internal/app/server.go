@@ -18,7 +18,6 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/datadir"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
-	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
@@ -47,7 +46,7 @@ type Server struct {
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	httpDone chan struct{}
-	registry *embeddedregistry.Registry
+	registry embeddedRegistry
 	// registryHost is the embedded registry's host:port once it runs; the
 	// webhook reads it while the server starts.
 	registryHost atomic.Pointer[string]
@@ -243,15 +242,8 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		return fmt.Errorf("%w: --registry-listen needs the webhook (all-in-one mode or --webhook)", config.ErrInvalid)
 	}
 	root := datadir.Dir(s.cfg.DataDir).RegistryStorage()
-	reg, err := embeddedregistry.Start(ctx, embeddedregistry.Options{
-		Addr:    s.cfg.RegistryListen,
-		RootDir: root,
-		Notifications: []embeddedregistry.Notification{{
-			URL:              "http://" + dialable(s.httpLn.Addr().String()) + webhook.PathDistribution,
-			Headers:          http.Header{"Authorization": {"Bearer " + s.secret}},
-			IgnoreMediaTypes: []string{"application/octet-stream"},
-		}},
-	})
+	reg, err := startEmbeddedRegistry(ctx, s.cfg.RegistryListen, root,
+		"http://"+dialable(s.httpLn.Addr().String())+webhook.PathDistribution, s.secret)
 	if err != nil {
 		return err
 	}
@@ -259,6 +251,13 @@ func (s *Server) startRegistry(ctx context.Context) error {
 	addr := reg.Addr()
 	s.registryHost.Store(&addr)
 	return nil
+}
+
+// embeddedRegistry is the registry startEmbeddedRegistry runs.
+type embeddedRegistry interface {
+	Addr() string
+	URL() string
+	Close() error
 }
 
 // dialable turns a listen address into one a client can dial.
