@@ -62,6 +62,32 @@ func (z *GzipReader) WriteTo(w io.Writer) (int64, error) {
 	return z.d.WriteTo(w)
 }
 
+// ChunkBufferSize is the size of ReadChunk's buffers: 32 KiB of history
+// and up to 224 KiB of output (and a few bytes of slack).
+const ChunkBufferSize = outBufSize + outSlack
+
+// ReadChunk decodes the next part of the stream into buf and returns it,
+// saving the copy Read makes: buf becomes the decoder's output area, its
+// first 32 KiB hold the history (moved there from the previous area), and
+// the returned slice is the part of buf after them that was decoded (at
+// least one byte, or an error; io.EOF at the end, as Read).
+//
+// The decoder writes to buf only during this call, and reads it again only
+// during the next call of ReadChunk (to move the history), so the caller
+// may read the returned bytes until then, and hand buf to a reader on
+// another goroutine that does not write it; buf may be passed again to
+// ReadChunk, even the one the last call returned. len(buf) must be at least
+// ChunkBufferSize (only that much of it is used). Not for a reader made by NewParallelGzipReader.
+func (z *GzipReader) ReadChunk(buf []byte) ([]byte, error) {
+	if z.p != nil {
+		panic("inflate: ReadChunk on a parallel reader")
+	}
+	if len(buf) < ChunkBufferSize {
+		panic("inflate: ReadChunk buffer too small")
+	}
+	return z.d.readChunk(buf)
+}
+
 // Window copies the last 32768 bytes of output (oldest first) into dst,
 // left-padded with zeros when fewer than 32768 bytes were produced. The
 // window runs across member boundaries.

@@ -42,6 +42,56 @@ func decodeGzip(data []byte, keepWindows bool) (decoded, error) {
 	return res, err
 }
 
+// decodeGzipChunks is decodeGzip through ReadChunk, rotating nbufs buffers
+// of size bytes (one buffer: the same one every time).
+func decodeGzipChunks(data []byte, keepWindows bool, nbufs, size int) (decoded, error) {
+	var res decoded
+	var z *GzipReader
+	z = NewGzipReader(bytes.NewReader(data), func(b Boundary) error {
+		res.bounds = append(res.bounds, b)
+		if keepWindows {
+			var w [windowSize]byte
+			z.Window(&w)
+			res.windows = append(res.windows, w)
+		}
+		return nil
+	})
+	bufs := make([][]byte, nbufs)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	for i := 0; ; i++ {
+		p, err := z.ReadChunk(bufs[i%nbufs])
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return res, err
+		}
+		if len(p) == 0 {
+			return res, errors.New("ReadChunk returned no bytes and no error")
+		}
+		res.out = append(res.out, p...)
+	}
+}
+
+// checkChunks checks that ReadChunk reports what Read does.
+func checkChunks(t *testing.T, gz []byte, res decoded, resErr error) {
+	t.Helper()
+	for _, c := range []struct{ nbufs, size int }{{1, ChunkBufferSize}, {3, ChunkBufferSize + 1}} {
+		got, err := decodeGzipChunks(gz, res.windows != nil, c.nbufs, c.size)
+		if fmt.Sprint(err) != fmt.Sprint(resErr) {
+			t.Fatalf("ReadChunk %v: err %v, Read: %v", c, err, resErr)
+		}
+		if !bytes.Equal(got.out, res.out) || !slices.Equal(got.bounds, res.bounds) {
+			t.Fatalf("ReadChunk %v: output or boundaries differ from Read's", c)
+		}
+		if !slices.Equal(got.windows, res.windows) {
+			t.Fatalf("ReadChunk %v: windows differ from Read's", c)
+		}
+	}
+}
+
 // genData returns deterministic test data of a few kinds.
 func genData(kind string, n int, seed uint64) []byte {
 	rng := rand.New(rand.NewPCG(seed, 42))
@@ -142,6 +192,7 @@ func checkStream(t *testing.T, gz, want []byte) {
 	}
 	checkWindows(t, res, want)
 	checkResume(t, gz, res, want)
+	checkChunks(t, gz, res, nil)
 }
 
 func checkWindows(t *testing.T, res decoded, want []byte) {

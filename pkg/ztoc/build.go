@@ -25,7 +25,7 @@ import (
 const (
 	compressedChunkSize    = 256 << 10
 	compressedQueueDepth   = 8
-	uncompressedChunkSize  = 256 << 10
+	uncompressedChunkSize  = inflate.ChunkBufferSize
 	uncompressedQueueDepth = 8
 )
 
@@ -480,6 +480,7 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 // passes the tar stream on.
 func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunkQueue) error {
 	zinfo := newZinfoWriter(b.cfg.spanSize)
+	defer zinfo.finish() // stops its deflater if the build fails
 	var (
 		gz   *inflate.GzipReader
 		last int64 // uncompressed offset of the last checkpoint
@@ -511,11 +512,11 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 		gz = inflate.NewGzipReader(src, onBoundary)
 	}
 
+	next := b.readChunks(ctx, gz, out)
 	for {
-		chunk := out.buffer()
-		n, err := io.ReadFull(gz, chunk)
-		if n > 0 {
-			if err := out.send(ctx, chunk[:n]); err != nil {
+		chunk, err := next()
+		if len(chunk) > 0 {
+			if err := out.send(ctx, chunk); err != nil {
 				return err
 			}
 		}
@@ -558,6 +559,41 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 		return fmt.Errorf("%w: gzip: no deflate data", ErrCorruptLayer)
 	}
 	return nil
+}
+
+// readChunks returns the function the inflate stage takes its output
+// chunks from. The sequential inflater decodes straight into the buffers
+// the chunks are sent in (inflate.GzipReader.ReadChunk), so the tar stream
+// is not copied: up to uncompressedQueueDepth+2 buffers of
+// uncompressedChunkSize bytes, reused in the order the tar stage, which
+// reads them in order, recycles them. The parallel one is read as a stream.
+func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *chunkQueue) func() ([]byte, error) {
+	if b.cfg.parallel != nil {
+		return func() ([]byte, error) {
+			chunk := out.buffer()
+			n, err := io.ReadFull(gz, chunk)
+			return chunk[:n], err
+		}
+	}
+	bufs := make([][]byte, 0, cap(out.free))
+	sent := 0
+	return func() ([]byte, error) {
+		// Chunk i goes in bufs[i % len]. The tar stage recycles every chunk
+		// before it takes the next, so each value on out.free means that
+		// the oldest chunk still out, the one in the next buffer, is done.
+		if len(bufs) < cap(bufs) {
+			bufs = append(bufs, make([]byte, uncompressedChunkSize))
+		} else {
+			select {
+			case <-out.free:
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		}
+		buf := bufs[sent%cap(bufs)]
+		sent++
+		return gz.ReadChunk(buf)
+	}
 }
 
 // fileChunkEntries is how many entries a packedFiles chunk holds.
