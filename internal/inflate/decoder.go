@@ -12,8 +12,9 @@ const (
 	maxMatch   = 258
 
 	inBufSize = 128 << 10
-	// outBufSize is the history window plus the area decoded per step.
-	outBufSize = 256 << 10
+	// outBufSize is the history window plus the area decoded per step;
+	// with the slack, 256 KiB exactly (ChunkBufferSize).
+	outBufSize = 256<<10 - outSlack
 	// outSlack lets match copies write whole 8-byte words past the match.
 	outSlack = 16
 
@@ -78,6 +79,9 @@ type decoder struct {
 
 	onBoundary func(Boundary) error
 	err        error
+
+	// onTrailer, if set, takes over the CRC-32 check (DeferCRC).
+	onTrailer func(Trailer) error
 
 	// pauseAt, if set, is asked at every block end (after onBoundary)
 	// whether decoding should pause there; step then returns with paused
@@ -196,7 +200,7 @@ func (d *decoder) step() {
 		d.slide()
 	}
 	err := d.run()
-	if !d.resume {
+	if !d.resume && d.onTrailer == nil {
 		d.updateCRC()
 	}
 	if err == errPause {

@@ -81,6 +81,7 @@ func FuzzInflate(f *testing.F) {
 			t.Fatalf("gzip: output differs")
 		}
 		checkChunks(t, data, res, err)
+		checkDeferredCRC(t, data, res, err)
 	})
 }
 

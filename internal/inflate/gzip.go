@@ -62,8 +62,36 @@ func (z *GzipReader) WriteTo(w io.Writer) (int64, error) {
 	return z.d.WriteTo(w)
 }
 
-// ChunkBufferSize is the size of ReadChunk's buffers: 32 KiB of history
-// and up to 224 KiB of output (and a few bytes of slack).
+// Trailer is a gzip member's end as DeferCRC reports it.
+type Trailer struct {
+	Start, End int64  // the member's uncompressed bytes: [Start, End) of the whole output
+	CRC        uint32 // the CRC-32 its trailer records
+	Offset     int64  // compressed offset just after the trailer, for errors
+}
+
+// DeferCRC moves the CRC-32 check of each member's data to the caller, to
+// take it off the decoding goroutine: the reader no longer computes it, and
+// calls onTrailer, synchronously, after each member's trailer (ISIZE is
+// still checked). The caller must compute the CRC-32 of the output in
+// [t.Start, t.End) and fail unless it is t.CRC, with ChecksumError(t) for an
+// error like the reader's own. onTrailer is called before any output of a
+// later member is produced. An error it returns aborts decoding. Call it
+// before the first Read; not for a reader made by NewParallelGzipReader.
+func (z *GzipReader) DeferCRC(onTrailer func(t Trailer) error) {
+	if z.p != nil {
+		panic("inflate: DeferCRC on a parallel reader")
+	}
+	z.d.onTrailer = onTrailer
+}
+
+// ChecksumError is the error a GzipReader returns when a member's data does
+// not match the CRC-32 of its trailer t.
+func ChecksumError(t Trailer) error {
+	return &Error{Offset: t.Offset, Err: ErrChecksum, Reason: "incorrect data check"}
+}
+
+// ChunkBufferSize is the size of ReadChunk's buffers, 256 KiB: 32 KiB of
+// history, a few bytes of slack and the rest for output.
 const ChunkBufferSize = outBufSize + outSlack
 
 // ReadChunk decodes the next part of the stream into buf and returns it,
@@ -263,12 +291,21 @@ func (d *decoder) readTrailer() error {
 		t[i] = b
 	}
 	if !d.resume {
-		d.updateCRC()
-		if binary.LittleEndian.Uint32(t[0:]) != d.crc {
-			return d.errorf(ErrChecksum, "incorrect data check")
+		if d.onTrailer == nil {
+			d.updateCRC()
+			if binary.LittleEndian.Uint32(t[0:]) != d.crc {
+				return d.errorf(ErrChecksum, "incorrect data check")
+			}
 		}
 		if binary.LittleEndian.Uint32(t[4:]) != uint32(d.totalOut()-d.memberStart) {
 			return d.errorf(ErrChecksum, "incorrect length check")
+		}
+		if d.onTrailer != nil {
+			err := d.onTrailer(Trailer{Start: d.memberStart, End: d.totalOut(),
+				CRC: binary.LittleEndian.Uint32(t[0:]), Offset: d.offset()})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	d.state = stateHeader

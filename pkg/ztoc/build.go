@@ -438,8 +438,13 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 	batches := make(chan hashBatch, compressedQueueDepth)
 
 	g.Go(func() error { return b.readBlob(ctx, r, compressed) })
+	// The sequential inflater leaves the CRC-32 check to the tar stage.
+	var crc *crcChecker
+	if b.cfg.parallel == nil {
+		crc = new(crcChecker)
+	}
 	g.Go(func() error {
-		return b.inflate(ctx, &compressedSource{ctx: ctx, in: compressed, hasher: batches}, uncompressed)
+		return b.inflate(ctx, &compressedSource{ctx: ctx, in: compressed, hasher: batches}, uncompressed, crc)
 	})
 	g.Go(func() error {
 		spans := &gzipSpanHasher{recycle: compressed.recycle}
@@ -463,7 +468,13 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 			}
 		}
 	})
-	g.Go(func() error { return b.readTOC(ctx, newQueueReader(ctx, uncompressed)) })
+	g.Go(func() error {
+		qr := newQueueReader(ctx, uncompressed)
+		if crc != nil {
+			qr.check = crc.write
+		}
+		return b.readTOC(ctx, qr)
+	})
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -478,7 +489,7 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 
 // inflate decodes the gzip stream, records checkpoints by soci's rule and
 // passes the tar stream on.
-func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunkQueue) error {
+func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunkQueue, crc *crcChecker) error {
 	zinfo := newZinfoWriter(b.cfg.spanSize)
 	defer zinfo.finish() // stops its deflater if the build fails
 	var (
@@ -510,6 +521,9 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 		gz = inflate.NewParallelGzipReader(src.next, onBoundary, *b.cfg.parallel)
 	} else {
 		gz = inflate.NewGzipReader(src, onBoundary)
+		if crc != nil {
+			gz.DeferCRC(crc.trailer)
+		}
 	}
 
 	next := b.readChunks(ctx, gz, out)
@@ -575,23 +589,36 @@ func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *c
 			return chunk[:n], err
 		}
 	}
-	bufs := make([][]byte, 0, cap(out.free))
-	sent := 0
+	// The buffers out, oldest sent first, in a ring.
+	ring := make([][]byte, cap(out.free))
+	first, inFlight, allocated := 0, 0, 0
 	return func() ([]byte, error) {
-		// Chunk i goes in bufs[i % len]. The tar stage recycles every chunk
-		// before it takes the next, so each value on out.free means that
-		// the oldest chunk still out, the one in the next buffer, is done.
-		if len(bufs) < cap(bufs) {
-			bufs = append(bufs, make([]byte, uncompressedChunkSize))
-		} else {
+		// The tar stage recycles every chunk before it takes the next, so
+		// each value on out.free means that the oldest chunk still out is
+		// done, and its buffer can be reused. A buffer is allocated only
+		// when none is free, as chunkQueue.buffer does.
+		var buf []byte
+		select {
+		case <-out.free:
+		default:
+			if allocated < len(ring) {
+				buf = make([]byte, uncompressedChunkSize)
+				allocated++
+				break
+			}
 			select {
 			case <-out.free:
 			case <-ctx.Done():
 				return nil, context.Cause(ctx)
 			}
 		}
-		buf := bufs[sent%cap(bufs)]
-		sent++
+		if buf == nil {
+			buf = ring[first]
+			first = (first + 1) % len(ring)
+			inFlight--
+		}
+		ring[(first+inFlight)%len(ring)] = buf
+		inFlight++
 		return gz.ReadChunk(buf)
 	}
 }
