@@ -21,12 +21,15 @@ import (
 // Chunk sizes and queue depths of the build pipeline. They bound the memory
 // a build uses besides the zTOC itself to a few MiB, plus the compressed
 // size of the longest deflate block (see gzipSpanHasher), which real
-// compressors keep well under 1 MiB.
+// compressors keep well under 1 MiB. The tar stage skips file data, so it
+// keeps up with the inflater with a short queue: 4 (up to 6 buffers of
+// 256 KiB, a MiB less than 8 at the end of a build, where the zTOC is
+// largest).
 const (
 	compressedChunkSize    = 256 << 10
 	compressedQueueDepth   = 8
 	uncompressedChunkSize  = inflate.ChunkBufferSize
-	uncompressedQueueDepth = 8
+	uncompressedQueueDepth = 4
 )
 
 // BuildOption configures Build.
