@@ -12,8 +12,9 @@ const (
 	maxMatch   = 258
 
 	inBufSize = 128 << 10
-	// outBufSize is the history window plus the area decoded per step.
-	outBufSize = windowSize + 256<<10
+	// outBufSize is the history window plus the area decoded per step;
+	// with the slack, 256 KiB exactly (ChunkBufferSize).
+	outBufSize = 256<<10 - outSlack
 	// outSlack lets match copies write whole 8-byte words past the match.
 	outSlack = 16
 
@@ -78,6 +79,9 @@ type decoder struct {
 
 	onBoundary func(Boundary) error
 	err        error
+
+	// onTrailer, if set, takes over the CRC-32 check (DeferCRC).
+	onTrailer func(Trailer) error
 
 	// pauseAt, if set, is asked at every block end (after onBoundary)
 	// whether decoding should pause there; step then returns with paused
@@ -159,6 +163,36 @@ func (d *decoder) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
+// readChunk is GzipReader.ReadChunk.
+func (d *decoder) readChunk(buf []byte) ([]byte, error) {
+	for {
+		// Move the history and any unread output to the start of buf
+		// (copy, as buf may be the current area).
+		from := min(d.rpos, d.wpos-windowSize)
+		n := copy(buf, d.out[from:d.wpos])
+		if n != d.wpos-from {
+			panic("inflate: ReadChunk buffer too small for unread output")
+		}
+		d.outOff += int64(from)
+		d.minpos = max(d.minpos-from, 0)
+		d.wpos -= from
+		d.rpos -= from
+		d.crcPos -= from
+		d.out = buf[:outBufSize:ChunkBufferSize]
+		if d.rpos == d.wpos {
+			if d.err != nil {
+				return nil, d.err
+			}
+			d.step()
+		}
+		if d.rpos < d.wpos {
+			p := d.out[d.rpos:d.wpos]
+			d.rpos = d.wpos
+			return p, nil
+		}
+	}
+}
+
 // step decodes until the output area is full, the stream ends or an error
 // occurs. It is called only when every decoded byte has been read.
 func (d *decoder) step() {
@@ -166,7 +200,7 @@ func (d *decoder) step() {
 		d.slide()
 	}
 	err := d.run()
-	if !d.resume {
+	if !d.resume && d.onTrailer == nil {
 		d.updateCRC()
 	}
 	if err == errPause {
@@ -586,14 +620,16 @@ func (d *decoder) slowStep() (end bool, err error) {
 // and their extra bits (at most 48 bits). The entry for the next symbol is
 // looked up before a match is copied, so the two overlap.
 func (d *decoder) fastLoop() (end bool, err error) {
-	in := d.in[:d.iend]
-	out := d.out[:len(d.out)+outSlack]
+	// Fixed-size views: bounds checks compare with constants, and the
+	// lengths take no registers.
+	in := (*[inBufSize]byte)(d.in)
+	out := (*[outBufSize + outSlack]byte)(d.out[:outBufSize+outSlack])
 	lit, dist := d.lit, d.dist
 	ipos, wpos := d.ipos, d.wpos
 	// Only the low 6 bits of nbits count: subtracting whole entries
 	// (whose low 6 bits are the bits consumed) leaves junk above them.
 	bitBuf, nbits := d.bitBuf, d.nbits
-	inLimit := len(in) - fastInMin
+	inLimit := d.iend - fastInMin
 	outLimit := d.outLimit()
 	minpos := d.minpos
 

@@ -80,6 +80,8 @@ func FuzzInflate(f *testing.F) {
 		if err == nil && !bytes.Equal(res.out, want) {
 			t.Fatalf("gzip: output differs")
 		}
+		checkChunks(t, data, res, err)
+		checkDeferredCRC(t, data, res, err)
 	})
 }
 

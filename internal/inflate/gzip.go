@@ -62,6 +62,60 @@ func (z *GzipReader) WriteTo(w io.Writer) (int64, error) {
 	return z.d.WriteTo(w)
 }
 
+// Trailer is a gzip member's end as DeferCRC reports it.
+type Trailer struct {
+	Start, End int64  // the member's uncompressed bytes: [Start, End) of the whole output
+	CRC        uint32 // the CRC-32 its trailer records
+	Offset     int64  // compressed offset just after the trailer, for errors
+}
+
+// DeferCRC moves the CRC-32 check of each member's data to the caller, to
+// take it off the decoding goroutine: the reader no longer computes it, and
+// calls onTrailer, synchronously, after each member's trailer (ISIZE is
+// still checked). The caller must compute the CRC-32 of the output in
+// [t.Start, t.End) and fail unless it is t.CRC, with ChecksumError(t) for an
+// error like the reader's own. onTrailer is called before any output of a
+// later member is produced. An error it returns aborts decoding. Call it
+// before the first Read; not for a reader made by NewParallelGzipReader.
+func (z *GzipReader) DeferCRC(onTrailer func(t Trailer) error) {
+	if z.p != nil {
+		panic("inflate: DeferCRC on a parallel reader")
+	}
+	z.d.onTrailer = onTrailer
+}
+
+// ChecksumError is the error a GzipReader returns when a member's data does
+// not match the CRC-32 of its trailer t.
+func ChecksumError(t Trailer) error {
+	return &Error{Offset: t.Offset, Err: ErrChecksum, Reason: "incorrect data check"}
+}
+
+// ChunkBufferSize is the size of ReadChunk's buffers, 256 KiB: 32 KiB of
+// history, a few bytes of slack and the rest for output.
+const ChunkBufferSize = outBufSize + outSlack
+
+// ReadChunk decodes the next part of the stream into buf and returns it,
+// saving the copy Read makes: buf becomes the decoder's output area, its
+// first 32 KiB hold the history (moved there from the previous area), and
+// the returned slice is the part of buf after them that was decoded (at
+// least one byte, or an error; io.EOF at the end, as Read).
+//
+// The decoder writes to buf only during this call, and reads it again only
+// during the next call of ReadChunk (to move the history), so the caller
+// may read the returned bytes until then, and hand buf to a reader on
+// another goroutine that does not write it; buf may be passed again to
+// ReadChunk, even the one the last call returned. len(buf) must be at least
+// ChunkBufferSize (only that much of it is used). Not for a reader made by NewParallelGzipReader.
+func (z *GzipReader) ReadChunk(buf []byte) ([]byte, error) {
+	if z.p != nil {
+		panic("inflate: ReadChunk on a parallel reader")
+	}
+	if len(buf) < ChunkBufferSize {
+		panic("inflate: ReadChunk buffer too small")
+	}
+	return z.d.readChunk(buf)
+}
+
 // Window copies the last 32768 bytes of output (oldest first) into dst,
 // left-padded with zeros when fewer than 32768 bytes were produced. The
 // window runs across member boundaries.
@@ -237,12 +291,21 @@ func (d *decoder) readTrailer() error {
 		t[i] = b
 	}
 	if !d.resume {
-		d.updateCRC()
-		if binary.LittleEndian.Uint32(t[0:]) != d.crc {
-			return d.errorf(ErrChecksum, "incorrect data check")
+		if d.onTrailer == nil {
+			d.updateCRC()
+			if binary.LittleEndian.Uint32(t[0:]) != d.crc {
+				return d.errorf(ErrChecksum, "incorrect data check")
+			}
 		}
 		if binary.LittleEndian.Uint32(t[4:]) != uint32(d.totalOut()-d.memberStart) {
 			return d.errorf(ErrChecksum, "incorrect length check")
+		}
+		if d.onTrailer != nil {
+			err := d.onTrailer(Trailer{Start: d.memberStart, End: d.totalOut(),
+				CRC: binary.LittleEndian.Uint32(t[0:]), Offset: d.offset()})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	d.state = stateHeader

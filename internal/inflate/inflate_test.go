@@ -19,9 +19,10 @@ import (
 
 // decoded is everything GzipReader reports for a stream.
 type decoded struct {
-	out     []byte
-	bounds  []Boundary
-	windows [][windowSize]byte
+	out      []byte
+	bounds   []Boundary
+	windows  [][windowSize]byte
+	trailers []Trailer
 }
 
 func decodeGzip(data []byte, keepWindows bool) (decoded, error) {
@@ -40,6 +41,117 @@ func decodeGzip(data []byte, keepWindows bool) (decoded, error) {
 	_, err := io.Copy(&buf, struct{ io.Reader }{z}) // plain Read path
 	res.out = buf.Bytes()
 	return res, err
+}
+
+// decodeGzipChunks is decodeGzip through ReadChunk, rotating nbufs buffers
+// of size bytes (one buffer: the same one every time).
+func decodeGzipChunks(data []byte, keepWindows bool, nbufs, size int) (decoded, error) {
+	var res decoded
+	var z *GzipReader
+	z = NewGzipReader(bytes.NewReader(data), func(b Boundary) error {
+		res.bounds = append(res.bounds, b)
+		if keepWindows {
+			var w [windowSize]byte
+			z.Window(&w)
+			res.windows = append(res.windows, w)
+		}
+		return nil
+	})
+	bufs := make([][]byte, nbufs)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	for i := 0; ; i++ {
+		p, err := z.ReadChunk(bufs[i%nbufs])
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return res, err
+		}
+		if len(p) == 0 {
+			return res, errors.New("ReadChunk returned no bytes and no error")
+		}
+		res.out = append(res.out, p...)
+	}
+}
+
+// checkChunks checks that ReadChunk reports what Read does.
+func checkChunks(t *testing.T, gz []byte, res decoded, resErr error) {
+	t.Helper()
+	for _, c := range []struct{ nbufs, size int }{{1, ChunkBufferSize}, {3, ChunkBufferSize + 1}} {
+		got, err := decodeGzipChunks(gz, res.windows != nil, c.nbufs, c.size)
+		if fmt.Sprint(err) != fmt.Sprint(resErr) {
+			t.Fatalf("ReadChunk %v: err %v, Read: %v", c, err, resErr)
+		}
+		if !bytes.Equal(got.out, res.out) || !slices.Equal(got.bounds, res.bounds) {
+			t.Fatalf("ReadChunk %v: output or boundaries differ from Read's", c)
+		}
+		if !slices.Equal(got.windows, res.windows) {
+			t.Fatalf("ReadChunk %v: windows differ from Read's", c)
+		}
+	}
+}
+
+// decodeDeferredCRC decodes through ReadChunk with DeferCRC, checking each
+// member's CRC-32 itself as a caller would.
+func decodeDeferredCRC(data []byte) (decoded, error) {
+	var res decoded
+	z := NewGzipReader(bytes.NewReader(data), func(b Boundary) error {
+		res.bounds = append(res.bounds, b)
+		return nil
+	})
+	z.DeferCRC(func(t Trailer) error {
+		if int64(len(res.out)) > t.End || t.Start > t.End {
+			return fmt.Errorf("trailer %+v reported after %d bytes of output", t, len(res.out))
+		}
+		// The member's output may still be in the chunk being decoded:
+		// check it when the chunk is returned.
+		res.trailers = append(res.trailers, t)
+		return nil
+	})
+	buf := make([]byte, ChunkBufferSize)
+	checked := 0
+	check := func() error {
+		for ; checked < len(res.trailers); checked++ {
+			t := res.trailers[checked]
+			if t.End > int64(len(res.out)) {
+				break
+			}
+			if crc32IEEE(res.out[t.Start:t.End]) != t.CRC {
+				return ChecksumError(t)
+			}
+		}
+		return nil
+	}
+	for {
+		p, err := z.ReadChunk(buf)
+		res.out = append(res.out, p...)
+		if cerr := check(); cerr != nil {
+			return res, cerr
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+				if checked < len(res.trailers) {
+					err = errors.New("trailer after the end of output")
+				}
+			}
+			return res, err
+		}
+	}
+}
+
+// checkDeferredCRC checks that decoding with DeferCRC reports what Read does.
+func checkDeferredCRC(t *testing.T, gz []byte, res decoded, resErr error) {
+	t.Helper()
+	got, err := decodeDeferredCRC(gz)
+	if fmt.Sprint(err) != fmt.Sprint(resErr) {
+		t.Fatalf("DeferCRC: err %v, Read: %v", err, resErr)
+	}
+	if !bytes.Equal(got.out, res.out) || !slices.Equal(got.bounds, res.bounds) {
+		t.Fatalf("DeferCRC: output or boundaries differ from Read's")
+	}
 }
 
 // genData returns deterministic test data of a few kinds.
@@ -142,6 +254,8 @@ func checkStream(t *testing.T, gz, want []byte) {
 	}
 	checkWindows(t, res, want)
 	checkResume(t, gz, res, want)
+	checkChunks(t, gz, res, nil)
+	checkDeferredCRC(t, gz, res, nil)
 }
 
 func checkWindows(t *testing.T, res decoded, want []byte) {

@@ -21,12 +21,15 @@ import (
 // Chunk sizes and queue depths of the build pipeline. They bound the memory
 // a build uses besides the zTOC itself to a few MiB, plus the compressed
 // size of the longest deflate block (see gzipSpanHasher), which real
-// compressors keep well under 1 MiB.
+// compressors keep well under 1 MiB. The tar stage skips file data, so it
+// keeps up with the inflater with a short queue: 4 (up to 6 buffers of
+// 256 KiB, a MiB less than 8 at the end of a build, where the zTOC is
+// largest).
 const (
 	compressedChunkSize    = 256 << 10
 	compressedQueueDepth   = 8
-	uncompressedChunkSize  = 256 << 10
-	uncompressedQueueDepth = 8
+	uncompressedChunkSize  = inflate.ChunkBufferSize
+	uncompressedQueueDepth = 4
 )
 
 // BuildOption configures Build.
@@ -438,8 +441,13 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 	batches := make(chan hashBatch, compressedQueueDepth)
 
 	g.Go(func() error { return b.readBlob(ctx, r, compressed) })
+	// The sequential inflater leaves the CRC-32 check to the tar stage.
+	var crc *crcChecker
+	if b.cfg.parallel == nil {
+		crc = new(crcChecker)
+	}
 	g.Go(func() error {
-		return b.inflate(ctx, &compressedSource{ctx: ctx, in: compressed, hasher: batches}, uncompressed)
+		return b.inflate(ctx, &compressedSource{ctx: ctx, in: compressed, hasher: batches}, uncompressed, crc)
 	})
 	g.Go(func() error {
 		spans := &gzipSpanHasher{recycle: compressed.recycle}
@@ -463,7 +471,13 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 			}
 		}
 	})
-	g.Go(func() error { return b.readTOC(ctx, newQueueReader(ctx, uncompressed)) })
+	g.Go(func() error {
+		qr := newQueueReader(ctx, uncompressed)
+		if crc != nil {
+			qr.check = crc.write
+		}
+		return b.readTOC(ctx, qr)
+	})
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -478,8 +492,9 @@ func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
 
 // inflate decodes the gzip stream, records checkpoints by soci's rule and
 // passes the tar stream on.
-func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunkQueue) error {
+func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunkQueue, crc *crcChecker) error {
 	zinfo := newZinfoWriter(b.cfg.spanSize)
+	defer zinfo.finish() // stops its deflater if the build fails
 	var (
 		gz   *inflate.GzipReader
 		last int64 // uncompressed offset of the last checkpoint
@@ -509,13 +524,16 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 		gz = inflate.NewParallelGzipReader(src.next, onBoundary, *b.cfg.parallel)
 	} else {
 		gz = inflate.NewGzipReader(src, onBoundary)
+		if crc != nil {
+			gz.DeferCRC(crc.trailer)
+		}
 	}
 
+	next := b.readChunks(ctx, gz, out)
 	for {
-		chunk := out.buffer()
-		n, err := io.ReadFull(gz, chunk)
-		if n > 0 {
-			if err := out.send(ctx, chunk[:n]); err != nil {
+		chunk, err := next()
+		if len(chunk) > 0 {
+			if err := out.send(ctx, chunk); err != nil {
 				return err
 			}
 		}
@@ -558,6 +576,54 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 		return fmt.Errorf("%w: gzip: no deflate data", ErrCorruptLayer)
 	}
 	return nil
+}
+
+// readChunks returns the function the inflate stage takes its output
+// chunks from. The sequential inflater decodes straight into the buffers
+// the chunks are sent in (inflate.GzipReader.ReadChunk), so the tar stream
+// is not copied: up to uncompressedQueueDepth+2 buffers of
+// uncompressedChunkSize bytes, reused in the order the tar stage, which
+// reads them in order, recycles them. The parallel one is read as a stream.
+func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *chunkQueue) func() ([]byte, error) {
+	if b.cfg.parallel != nil {
+		return func() ([]byte, error) {
+			chunk := out.buffer()
+			n, err := io.ReadFull(gz, chunk)
+			return chunk[:n], err
+		}
+	}
+	// The buffers out, oldest sent first, in a ring.
+	ring := make([][]byte, cap(out.free))
+	first, inFlight, allocated := 0, 0, 0
+	return func() ([]byte, error) {
+		// The tar stage recycles every chunk before it takes the next, so
+		// each value on out.free means that the oldest chunk still out is
+		// done, and its buffer can be reused. A buffer is allocated only
+		// when none is free, as chunkQueue.buffer does.
+		var buf []byte
+		select {
+		case <-out.free:
+		default:
+			if allocated < len(ring) {
+				buf = make([]byte, uncompressedChunkSize)
+				allocated++
+				break
+			}
+			select {
+			case <-out.free:
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		}
+		if buf == nil {
+			buf = ring[first]
+			first = (first + 1) % len(ring)
+			inFlight--
+		}
+		ring[(first+inFlight)%len(ring)] = buf
+		inFlight++
+		return gz.ReadChunk(buf)
+	}
 }
 
 // fileChunkEntries is how many entries a packedFiles chunk holds.

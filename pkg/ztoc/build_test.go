@@ -19,6 +19,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/soci-indexer/soci-indexer/internal/inflate"
 	"github.com/soci-indexer/soci-indexer/internal/testenv"
 )
 
@@ -529,5 +530,36 @@ func TestBuildReaderShapes(t *testing.T) {
 				t.Errorf("zTOC equal: %v, read %d of %d bytes", bytes.Equal(got, want), counter.bytes, len(layer))
 			}
 		})
+	}
+}
+
+// The tar stage checks each member's CRC-32 for the inflater; a bad one in
+// any member, first, middle or last, fails the build as the inflater would.
+func TestBuildChecksum(t *testing.T) {
+	raw := makeTar(t, corpusEntries())
+	cuts := []int{0, len(raw) / 3, len(raw)/3 + 1, len(raw) / 2, len(raw)} // an empty member too
+	var members [][]byte
+	for i := range len(cuts) - 1 {
+		members = append(members, gzipBytes(t, raw[cuts[i]:cuts[i+1]], gzip.DefaultCompression))
+	}
+	for bad := -1; bad < len(members); bad++ {
+		var layer []byte
+		for i, m := range members {
+			m = bytes.Clone(m)
+			if i == bad {
+				m[len(m)-8] ^= 1
+			}
+			layer = append(layer, m...)
+		}
+		_, err := Build(context.Background(), bytes.NewReader(layer), WithSpanSize(1<<16))
+		if bad < 0 {
+			if err != nil {
+				t.Fatalf("good layer: %v", err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrCorruptLayer) || !errors.Is(err, inflate.ErrChecksum) {
+			t.Errorf("bad CRC in member %d: got %v, want ErrCorruptLayer and inflate.ErrChecksum", bad, err)
+		}
 	}
 }

@@ -3,7 +3,12 @@ package ztoc
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
+	"sync"
+
+	"github.com/soci-indexer/soci-indexer/internal/inflate"
 )
 
 // chunkQueue hands byte chunks from one goroutine of a build to the next,
@@ -82,6 +87,9 @@ type queueReader struct {
 
 	// onChunk, when set, sees every chunk as it arrives, skipped or not.
 	onChunk func([]byte)
+	// check, when set, sees every chunk too, and at the end of the
+	// stream is called with nil; an error it returns ends the stream.
+	check func([]byte) error
 }
 
 func newQueueReader(ctx context.Context, q *chunkQueue) *queueReader {
@@ -107,6 +115,11 @@ func (r *queueReader) fill() error {
 		b, err := r.queue.receive(r.ctx)
 		if err == io.EOF {
 			r.eof = true
+			if r.check != nil {
+				if err := r.check(nil); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if err != nil {
@@ -114,6 +127,11 @@ func (r *queueReader) fill() error {
 		}
 		if r.onChunk != nil {
 			r.onChunk(b)
+		}
+		if r.check != nil {
+			if err := r.check(b); err != nil {
+				return err
+			}
 		}
 		r.chunk, r.rest = b, b
 	}
@@ -157,4 +175,79 @@ func (r *queueReader) drain() error {
 			return err
 		}
 	}
+}
+
+// crcChecker checks the CRC-32 of each gzip member's data on the tar stage,
+// off the inflater's goroutine (inflate.GzipReader.DeferCRC). The inflater
+// reports a member's trailer before it decodes any byte of the next member,
+// so before the chunk holding such a byte is sent: when the tar stage gets
+// a chunk, every member ending inside it is known.
+type crcChecker struct {
+	mu       sync.Mutex
+	trailers []inflate.Trailer // reported, not yet checked; guarded by mu
+
+	// Used by the tar stage only.
+	pos int64  // output bytes hashed
+	crc uint32 // CRC-32 of the current member's bytes so far
+}
+
+// trailer is the inflater's DeferCRC callback.
+func (c *crcChecker) trailer(t inflate.Trailer) error {
+	c.mu.Lock()
+	c.trailers = append(c.trailers, t)
+	c.mu.Unlock()
+	return nil
+}
+
+// first returns the first trailer not yet checked.
+func (c *crcChecker) first() (inflate.Trailer, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.trailers) == 0 {
+		return inflate.Trailer{}, false
+	}
+	return c.trailers[0], true
+}
+
+// checkEnded checks the members that end at pos.
+func (c *crcChecker) checkEnded() error {
+	for {
+		t, ok := c.first()
+		if !ok || t.End != c.pos {
+			return nil
+		}
+		if c.crc != t.CRC {
+			return fmt.Errorf("%w: gzip: %w", ErrCorruptLayer, inflate.ChecksumError(t))
+		}
+		c.crc = 0
+		c.mu.Lock()
+		c.trailers = c.trailers[1:]
+		c.mu.Unlock()
+	}
+}
+
+// write hashes the next chunk of the output; nil marks its end.
+func (c *crcChecker) write(b []byte) error {
+	if b == nil {
+		if err := c.checkEnded(); err != nil {
+			return err
+		}
+		if _, ok := c.first(); ok {
+			return fmt.Errorf("%w: gzip: member trailer past the end of the output", ErrCorruptLayer)
+		}
+		return nil
+	}
+	for len(b) > 0 {
+		if err := c.checkEnded(); err != nil {
+			return err
+		}
+		n := int64(len(b))
+		if t, ok := c.first(); ok && t.End-c.pos < n {
+			n = t.End - c.pos
+		}
+		c.crc = crc32.Update(c.crc, crc32.IEEETable, b[:n])
+		c.pos += n
+		b = b[n:]
+	}
+	return c.checkEnded()
 }

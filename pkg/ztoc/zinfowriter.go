@@ -17,19 +17,40 @@ import (
 // (0.44 on a 1.9 GB layer of /usr), so this is what keeps a large layer's
 // build within its zTOC size plus a few MiB. The compressed chunks grow to
 // deflatedChunkSize and are never copied.
+//
+// The deflating runs on a goroutine of its own, started by the first
+// record, so that it is off the inflater's path; the windows travel to it
+// in zinfoWindows buffers. finish stops it.
 type zinfoWriter struct {
 	spanSize int64
 	n        int
 
-	window  [WindowSize]byte // the last checkpoint's window, until the next add
-	header  [8 + 8 + 1]byte  // and its in, out and bits
+	window  *[WindowSize]byte // the last checkpoint's window, until the next add
+	header  [zinfoRecordHeader]byte
 	pending bool
 	tail    [8]byte // the last bytes of the last record
 
+	records chan zinfoRecord       // to the deflater
+	free    chan *[WindowSize]byte // windows it is done with
+	windows int                    // windows allocated
+	done    chan struct{}          // closed when the deflater has ended
+
+	// Written by the deflater, read after done.
 	deflated chunkedBuffer
-	fw       *flate.Writer
 	closed   bool
 	err      error
+}
+
+// zinfoRecordHeader is the in, out and bits before a record's window.
+const zinfoRecordHeader = 8 + 8 + 1
+
+// zinfoWindows is how many windows a zinfoWriter keeps: the one being
+// filled, and records the deflater has not finished.
+const zinfoWindows = 3
+
+type zinfoRecord struct {
+	header [zinfoRecordHeader]byte
+	window *[WindowSize]byte
 }
 
 // deflateLevel is the level the checkpoint records are kept at: level 1
@@ -45,41 +66,66 @@ func newZinfoWriter(spanSize int64) *zinfoWriter {
 // before the next call of any of w's methods.
 func (w *zinfoWriter) add(in, out int64, bits uint8) *[WindowSize]byte {
 	w.store()
+	if w.windows < zinfoWindows {
+		w.window = new([WindowSize]byte)
+		w.windows++
+	} else {
+		w.window = <-w.free
+	}
 	binary.LittleEndian.PutUint64(w.header[0:], uint64(in))
 	binary.LittleEndian.PutUint64(w.header[8:], uint64(out))
 	w.header[16] = bits
 	w.pending = true
 	w.n++
-	return &w.window
+	return w.window
 }
 
-// store deflates the pending record.
+// store hands the pending record to the deflater.
 func (w *zinfoWriter) store() {
-	if !w.pending || w.err != nil {
+	if !w.pending || w.closed {
 		return
 	}
 	w.pending = false
-	if w.fw == nil {
-		w.fw, w.err = flate.NewWriter(&w.deflated, deflateLevel)
-		if w.err != nil {
-			return
-		}
-	}
-	if _, w.err = w.fw.Write(w.header[:]); w.err == nil {
-		_, w.err = w.fw.Write(w.window[:])
+	if w.records == nil {
+		w.records = make(chan zinfoRecord, zinfoWindows-1)
+		w.free = make(chan *[WindowSize]byte, zinfoWindows)
+		w.done = make(chan struct{})
+		go w.deflate()
 	}
 	copy(w.tail[:], w.window[WindowSize-len(w.tail):])
+	w.records <- zinfoRecord{header: w.header, window: w.window}
+	w.window = nil
 }
 
-// finish deflates the last record and ends the stream. Later calls do
-// nothing.
-func (w *zinfoWriter) finish() error {
-	w.store()
-	if !w.closed && w.fw != nil && w.err == nil {
-		w.err = w.fw.Close()
-		w.fw = nil
+// deflate is the deflater goroutine.
+func (w *zinfoWriter) deflate() {
+	defer close(w.done)
+	fw, err := flate.NewWriter(&w.deflated, deflateLevel)
+	for r := range w.records {
+		if err == nil {
+			if _, err = fw.Write(r.header[:]); err == nil {
+				_, err = fw.Write(r.window[:])
+			}
+		}
+		w.free <- r.window
 	}
-	w.closed = true
+	if err == nil {
+		err = fw.Close()
+	}
+	w.err = err
+}
+
+// finish deflates the last record, ends the stream and stops the deflater.
+// Later calls do nothing. A failed build calls it to stop the deflater.
+func (w *zinfoWriter) finish() error {
+	if !w.closed {
+		w.store()
+		w.closed = true
+		if w.records != nil {
+			close(w.records)
+			<-w.done
+		}
+	}
 	if w.err != nil {
 		return fmt.Errorf("store checkpoints: %w", w.err)
 	}
