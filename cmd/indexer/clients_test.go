@@ -33,7 +33,7 @@ func TestRealClientPushes(t *testing.T) {
 
 	client := func(prog string, args ...string) {
 		t.Helper()
-		if out, code := runBin(t, prog, env, args...); code != 0 {
+		if out, code := testproc.Run(t, prog, env, args...); code != 0 {
 			t.Fatalf("%s %s: exit %d\n%s", filepath.Base(prog), strings.Join(args, " "), code, out)
 		}
 	}
@@ -51,7 +51,7 @@ func TestRealClientPushes(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(90 * time.Second)
 		for {
-			out, code := runBin(t, bin, env, "status", "--json", "--data-dir", dir, ref)
+			out, code := testproc.Run(t, bin, env, "status", "--json", "--data-dir", dir, ref)
 			var img status.Image
 			if err := json.Unmarshal([]byte(out), &img); err != nil && code != 1 {
 				t.Fatalf("status %s: exit %d, %v\n%s", ref, code, err, out)
@@ -81,7 +81,7 @@ func TestRealClientPushes(t *testing.T) {
 	if code != 1 || img.LazyLoadable || img.Tags[0].State != "skipped" || !strings.Contains(img.Tags[0].SkipReason, "artifact") {
 		t.Errorf("oras's artifact: exit %d, want skipped as an artifact: %+v", code, img)
 	}
-	out, code := runBin(t, bin, env, "status", "--data-dir", dir, reg+"/oras/notes:v1")
+	out, code := testproc.Run(t, bin, env, "status", "--data-dir", dir, reg+"/oras/notes:v1")
 	if code != 1 || !strings.Contains(out, "skipped: ") {
 		t.Errorf("human status of the artifact: exit %d\n%s", code, out)
 	}

@@ -46,7 +46,7 @@ func TestBuildWithoutRegistry(t *testing.T) {
 
 	bin := filepath.Join(testproc.Build(t, "-tags=noregistry", "./cmd/indexer"), "indexer")
 	env := testproc.BaseEnv(t)
-	out, code := runBin(t, bin, env, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0")
+	out, code := testproc.Run(t, bin, env, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0")
 	if code == 0 || !strings.Contains(out, "built without the embedded registry") {
 		t.Errorf("serve --registry-listen on a noregistry build: exit %d\n%s", code, out)
 	}

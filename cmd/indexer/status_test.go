@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -40,7 +38,7 @@ func testStatusCommand(t *testing.T, bin string, serveArgs []string, addr func(d
 	dir, rec, env := startAllInOne(t, bin, serveArgs...)
 	deadline := time.Now().Add(60 * time.Second)
 	at := addr(dir, rec)
-	run := func(args ...string) (string, int) { return runBin(t, bin, env, args...) }
+	run := func(args ...string) (string, int) { return testproc.Run(t, bin, env, args...) }
 	ref := rec.Registry + "/demo/app:v1"
 	if out, code := run("demo", "push", ref); code != 0 {
 		t.Fatalf("demo push: %d %s", code, out)
@@ -125,21 +123,4 @@ func startAllInOne(t *testing.T, bin string, serveArgs ...string) (dir string, r
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// runBin runs a program to its end and returns its combined output and
-// exit code.
-func runBin(t *testing.T, bin string, env []string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), 0
 }

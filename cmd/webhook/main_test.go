@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,25 +30,10 @@ func binaries(t *testing.T) (hook, indexer string) {
 	return filepath.Join(dir, "webhook"), filepath.Join(dir, "indexer")
 }
 
-func runOnce(t *testing.T, bin string, env []string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), 0
-}
-
 // The webhook's --help names serve's settings with their INDEXER_* variables.
 func TestHelpNamesServesSettings(t *testing.T) {
 	hook, _ := binaries(t)
-	out, code := runOnce(t, hook, testproc.BaseEnv(t), "--help")
+	out, code := testproc.Run(t, hook, testproc.BaseEnv(t), "--help")
 	if code != 0 {
 		t.Fatalf("--help: exit %d\n%s", code, out)
 	}
@@ -72,11 +55,11 @@ func TestHelpNamesServesSettings(t *testing.T) {
 func TestHelpMatchesServes(t *testing.T) {
 	hook, indexer := binaries(t)
 	env := testproc.BaseEnv(t)
-	hookHelp, code := runOnce(t, hook, env, "--help")
+	hookHelp, code := testproc.Run(t, hook, env, "--help")
 	if code != 0 {
 		t.Fatalf("webhook --help: exit %d", code)
 	}
-	serveHelp, code := runOnce(t, indexer, env, "serve", "--help")
+	serveHelp, code := testproc.Run(t, indexer, env, "serve", "--help")
 	if code != 0 {
 		t.Fatalf("indexer serve --help: exit %d", code)
 	}
@@ -111,7 +94,7 @@ func TestHelpMatchesServes(t *testing.T) {
 func TestOldVariablesRefused(t *testing.T) {
 	hook, _ := binaries(t)
 	env := append(testproc.BaseEnv(t), "WEBHOOK_TOKEN=x", "WEBHOOK_NATS_URL=nats://elsewhere:4222", "INDEXER_WEBHOOK_SECRET=s")
-	out, code := runOnce(t, hook, env, "--listen", testproc.FreeAddr(t))
+	out, code := testproc.Run(t, hook, env, "--listen", testproc.FreeAddr(t))
 	if code != 1 {
 		t.Fatalf("exit %d, want 1\n%s", code, out)
 	}

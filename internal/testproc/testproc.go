@@ -217,3 +217,21 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// Run runs bin with args and env to its end, as a user's shell would, and
+// returns its combined output and exit code; it fails tb only when bin
+// cannot be run at all.
+func Run(tb testing.TB, bin string, env []string, args ...string) (string, int) {
+	tb.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(out), 0
+}
