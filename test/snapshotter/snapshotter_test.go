@@ -354,8 +354,13 @@ func pullAndCheck(ctx context.Context, t *testing.T, w *world, repoName string, 
 		if err != nil || !bytes.Equal(got, []byte("hello from "+l.root+"\n")) {
 			t.Errorf("%s: %s/small.txt through FUSE: %q, %v", arch, l.root, got, err)
 		}
-		reqs := w.proxy.blobRequests(l.desc.Digest.String())
-		after := rangedBytes(reqs)
+		// The proxy logs a request once its handler returns, which can be
+		// just after soci has the bytes and answered the read: wait for the
+		// log to show the request (or for 10 s) before judging.
+		after := beforeBytes
+		for wait := time.Now().Add(10 * time.Second); after <= beforeBytes && time.Now().Before(wait); time.Sleep(10 * time.Millisecond) {
+			after = rangedBytes(w.proxy.blobRequests(l.desc.Digest.String()))
+		}
 		if after <= beforeBytes || after >= l.desc.Size {
 			t.Errorf("%s: reading %s/small.txt fetched %d..%d bytes of the %d-byte layer; want some, fewer than all", arch, l.root, beforeBytes, after, l.desc.Size)
 		}
