@@ -291,14 +291,17 @@ func (d *decoder) readTrailer() error {
 		t[i] = b
 	}
 	if !d.resume {
+		// The length first: with DeferCRC (onTrailer set) the CRC is
+		// checked later, elsewhere, so a member wrong in both says the same
+		// either way.
+		if binary.LittleEndian.Uint32(t[4:]) != uint32(d.totalOut()-d.memberStart) {
+			return d.errorf(ErrChecksum, "incorrect length check")
+		}
 		if d.onTrailer == nil {
 			d.updateCRC()
 			if binary.LittleEndian.Uint32(t[0:]) != d.crc {
 				return d.errorf(ErrChecksum, "incorrect data check")
 			}
-		}
-		if binary.LittleEndian.Uint32(t[4:]) != uint32(d.totalOut()-d.memberStart) {
-			return d.errorf(ErrChecksum, "incorrect length check")
 		}
 		if d.onTrailer != nil {
 			err := d.onTrailer(Trailer{Start: d.memberStart, End: d.totalOut(),
