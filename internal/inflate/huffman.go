@@ -52,6 +52,13 @@ const (
 type litTable [litTableSize]uint32
 type distTable [distTableSize]uint32
 
+// codeTables are the decoding tables of one Huffman block. Keeping both in
+// one struct lets the fast loop reach them through one base register.
+type codeTables struct {
+	lit  litTable
+	dist distTable
+}
+
 const invalidEntry = entryInvalid | 1 | 1<<8
 
 var (
@@ -103,14 +110,8 @@ var (
 
 // fixedTables are the decoding tables of the fixed Huffman code (RFC 1951
 // 3.2.6), built once on first use; they are never modified afterwards.
-var fixedTables = sync.OnceValue(func() *struct {
-	lit  litTable
-	dist distTable
-} {
-	t := new(struct {
-		lit  litTable
-		dist distTable
-	})
+var fixedTables = sync.OnceValue(func() *codeTables {
+	t := new(codeTables)
 	var lens [numLitLenSyms]uint8
 	for i := range lens {
 		switch {
@@ -171,13 +172,8 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 			return errOversubscribed
 		}
 	}
-	if left > 0 {
-		if strict || maxLen != 1 {
-			return errIncomplete
-		}
-		for i := 0; i < primary; i++ {
-			table[i] = invalidEntry
-		}
+	if left > 0 && (strict || maxLen != 1) {
+		return errIncomplete
 	}
 
 	// Sort symbols by code length, then by symbol value: canonical order.
@@ -193,6 +189,13 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 		}
 	}
 
+	// The primary table is filled by doubling: once the codes of length l
+	// are in the first 1<<l slots, copying those slots to the next 1<<l
+	// repeats each code for both values of the bit after it. That is one
+	// store per code and a copy per length, where repeating each code
+	// across the table took a store per slot. A slot no code reaches (an
+	// incomplete code) stays invalid.
+	table[0], table[1] = invalidEntry, invalidEntry
 	remaining := count
 	code := 0 // canonical code, most significant bit first
 	next := primary
@@ -206,10 +209,7 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 			// the bit buffer delivers them least significant first.
 			rev := int(bits.Reverse16(uint16(code)) >> (16 - l))
 			if l <= tableBits {
-				entry := info + uint32(l) | uint32(l)<<8
-				for i := rev; i < primary; i += 1 << l {
-					table[i] = entry
-				}
+				table[rev] = info + uint32(l) | uint32(l)<<8
 			} else {
 				prefix := rev & (primary - 1)
 				if prefix != subPrefix {
@@ -240,7 +240,13 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 			remaining[l]--
 			code++
 		}
+		if l < tableBits {
+			copy(table[1<<l:2<<l], table[:1<<l])
+		}
 		code <<= 1
+	}
+	for l := uint(maxLen) + 1; l < tableBits; l++ {
+		copy(table[1<<l:2<<l], table[:1<<l])
 	}
 	return nil
 }
