@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"github.com/klauspost/compress/flate"
+
+	"github.com/soci-indexer/soci-indexer/internal/inflate"
 )
 
 // zinfoWriter collects checkpoints in the current (v2) form.
@@ -167,8 +169,11 @@ func (w *zinfoWriter) writePrefix(dst io.Writer, n int) (int64, error) {
 	if err != nil || n <= len(header) {
 		return written, err
 	}
-	fr := flate.NewReader(w.deflated.reader())
-	defer fr.Close()
+	// internal/inflate decodes these about three times as fast as
+	// klauspost's reader, and this runs after the layer is read, on the
+	// build's critical path. The records end with the stream's final block;
+	// CopyN stops there, before the decoder would look for a gzip trailer.
+	fr := inflate.NewResumeReader(w.deflated.reader(), 0, nil)
 	ew := &errWriter{w: dst}
 	c, err := io.CopyN(ew, fr, int64(n-len(header)))
 	written += c
