@@ -472,9 +472,29 @@ func (d *decoder) readDynamicTables() error {
 	var lens [286 + 30]uint8
 	n := nlit + ndist
 	for i := 0; i < n; {
-		e, err := d.slowSymbol(clTable[:], clTableBits, "invalid code lengths set")
-		if err != nil {
-			return err
+		// While 8 input bytes are buffered, one load tops the bit buffer
+		// up to 56 bits, enough for a code (at most 7 bits, all in the
+		// table's primary part) and its extra bits; slowSymbol reads byte
+		// by byte near the end of the input.
+		if d.nbits < 14 && d.iend-d.ipos >= 8 {
+			d.bitBuf |= binary.LittleEndian.Uint64(d.in[d.ipos:]) << (d.nbits & 63)
+			d.ipos += int(63-d.nbits) >> 3
+			d.nbits |= 56
+		}
+		var e uint32
+		if d.nbits >= 14 {
+			e = clTable[d.bitBuf&(clTableSize-1)]
+			if e&entryInvalid != 0 {
+				return d.corrupt("invalid code lengths set")
+			}
+			l := entryCodeLen(e)
+			d.bitBuf >>= l
+			d.nbits -= l
+		} else {
+			var err error
+			if e, err = d.slowSymbol(clTable[:], clTableBits, "invalid code lengths set"); err != nil {
+				return err
+			}
 		}
 		sym := e >> 16
 		if sym < 16 {

@@ -196,7 +196,6 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 	// across the table took a store per slot. A slot no code reaches (an
 	// incomplete code) stays invalid.
 	table[0], table[1] = invalidEntry, invalidEntry
-	remaining := count
 	code := 0 // canonical code, most significant bit first
 	next := primary
 	subPrefix, subStart, subBits := -1, 0, uint(0)
@@ -214,11 +213,16 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 				prefix := rev & (primary - 1)
 				if prefix != subPrefix {
 					// Size the subtable to hold every remaining code that
-					// shares this prefix.
+					// shares this prefix: of length l, codes k and on; of
+					// the longer lengths, all of them.
 					sb := l - tableBits
 					avail := 1 << sb
 					for sb+tableBits < uint(maxLen) {
-						avail -= remaining[sb+tableBits]
+						left := count[sb+tableBits]
+						if sb+tableBits == l {
+							left -= k
+						}
+						avail -= left
 						if avail <= 0 {
 							break
 						}
@@ -237,7 +241,6 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 					table[subStart+i] = entry
 				}
 			}
-			remaining[l]--
 			code++
 		}
 		if l < tableBits {
