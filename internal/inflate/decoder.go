@@ -47,6 +47,15 @@ type decoder struct {
 	src    io.Reader
 	srcErr error // sticky result of src.Read once it failed (io.EOF at end)
 
+	// Chunk input (NewGzipChunkReader): in is the source's own chunk, or
+	// seam where one chunk's last bytes meet the next one's first.
+	next    func() ([]byte, error)
+	cur     []byte // the chunk being read
+	curOff  int64  // stream offset of cur[0]
+	pending []byte // the part of cur not yet in in (in is seam)
+	seam    []byte
+	nextErr error // next's error, once it returned one (with or without a last chunk)
+
 	in     []byte
 	ipos   int   // next unread byte of in
 	iend   int   // end of valid data in in
@@ -93,7 +102,9 @@ var errPause = errors.New("paused at a block boundary")
 
 func (d *decoder) init(src io.Reader) {
 	d.src = src
-	d.in = make([]byte, inBufSize)
+	if src != nil {
+		d.in = make([]byte, inBufSize)
+	}
 	d.out = make([]byte, outBufSize+outSlack)[:outBufSize]
 	d.wpos = windowSize
 	d.rpos = windowSize
@@ -274,6 +285,9 @@ func (d *decoder) fill() bool {
 	k := d.nbits >> 3
 	d.ipos -= int(k)
 	d.nbits -= k << 3
+	if d.next != nil {
+		return d.fillChunk()
+	}
 	if d.ipos > 0 {
 		n := copy(d.in, d.in[d.ipos:d.iend])
 		d.inBase += int64(d.ipos)
@@ -295,6 +309,48 @@ func (d *decoder) fill() bool {
 		}
 	}
 	return false
+}
+
+// seamSize is how many bytes of a new chunk join the last one's unread
+// bytes in seam: more than fastInMin, so the fast loop gets past the seam
+// and the next fill can switch to the chunk itself.
+const seamSize = 256
+
+// fillChunk is fill for chunk input. It copies only the few bytes around
+// the point where one chunk ends and the next begins.
+func (d *decoder) fillChunk() bool {
+	pos := d.inBase + int64(d.ipos) // stream offset of the first unread byte
+	rest := d.in[d.ipos:d.iend]
+	switch {
+	case len(d.pending) > 0 && pos >= d.curOff:
+		// Past the seam: read the chunk itself from here.
+		d.in, d.pending = d.cur[pos-d.curOff:], nil
+	default:
+		if len(d.pending) == 0 {
+			var c []byte
+			for tries := 0; len(c) == 0 && d.nextErr == nil; tries++ {
+				if tries == 100 {
+					d.nextErr = io.ErrNoProgress
+					break
+				}
+				c, d.nextErr = d.next()
+			}
+			if len(c) == 0 {
+				d.srcErr = d.nextErr
+				return false
+			}
+			d.cur, d.curOff, d.pending = c, pos+int64(len(rest)), c
+		}
+		if len(rest) == 0 {
+			d.in, d.pending = d.pending, nil
+			break
+		}
+		n := min(len(d.pending), seamSize)
+		d.seam = append(append(d.seam[:0], rest...), d.pending[:n]...)
+		d.in, d.pending = d.seam, d.pending[n:]
+	}
+	d.inBase, d.ipos, d.iend = pos, 0, len(d.in)
+	return true
 }
 
 // pullByte moves at least one more input byte into the bit buffer. When

@@ -14,9 +14,9 @@ import "encoding/binary"
 // and their extra bits (at most 48 bits). The entry for the next symbol is
 // looked up before a match is copied, so the two overlap.
 func (d *decoder) fastLoop() (end bool, err error) {
-	// Fixed-size views: bounds checks compare with constants, and the
-	// lengths take no registers.
-	in := (*[inBufSize]byte)(d.in)
+	// in may be a chunk or a seam of any length (chunk input); the output
+	// area has a fixed size, so its bounds checks compare with constants.
+	in := d.in[:d.iend]
 	out := (*[outBufSize + outSlack]byte)(d.out[:outBufSize+outSlack])
 	lit, dist := &d.tables.lit, &d.tables.dist
 	ipos, wpos := d.ipos, d.wpos

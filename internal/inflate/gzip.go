@@ -45,6 +45,19 @@ func NewGzipReader(r io.Reader, onBoundary func(b Boundary) error) *GzipReader {
 	return z
 }
 
+// NewGzipChunkReader is NewGzipReader for input handed over in chunks by
+// next, which returns io.EOF after the last (a chunk may come with it). The
+// decoder reads the chunks where they are instead of copying them: a chunk
+// must not change until the decoder has read past it (every Boundary
+// reported since is beyond it).
+func NewGzipChunkReader(next func() ([]byte, error), onBoundary func(b Boundary) error) *GzipReader {
+	z := new(GzipReader)
+	z.d.init(nil)
+	z.d.next = next
+	z.d.onBoundary = onBoundary
+	return z
+}
+
 // Read implements io.Reader. It returns io.EOF after the last member's
 // trailer has been verified and no input is left.
 func (z *GzipReader) Read(p []byte) (int, error) {
@@ -128,7 +141,9 @@ func (z *GzipReader) Window(dst *[windowSize]byte) {
 }
 
 // InputOffset is the number of compressed bytes read from r so far.
-func (z *GzipReader) InputOffset() int64 { return z.d.inBase + int64(z.d.iend) }
+func (z *GzipReader) InputOffset() int64 {
+	return z.d.inBase + int64(z.d.iend) + int64(len(z.d.pending))
+}
 
 // NewResumeReader decodes from a checkpoint (soci's extract_data_from_buffer):
 // span yields the compressed bytes starting at the span's first byte; if

@@ -91,6 +91,66 @@ func checkChunks(t *testing.T, gz []byte, res decoded, resErr error) {
 			t.Fatalf("ReadChunk %v: windows differ from Read's", c)
 		}
 	}
+	for _, size := range []int{1, 7, 64, 300, 4096, 1 << 20} {
+		got, err := decodeChunkInput(gz, res.windows != nil, size)
+		if fmt.Sprint(err) != fmt.Sprint(resErr) {
+			t.Fatalf("chunk input of %d bytes: err %v, Read: %v", size, err, resErr)
+		}
+		if !bytes.Equal(got.out, res.out) || !slices.Equal(got.bounds, res.bounds) {
+			t.Fatalf("chunk input of %d bytes: output or boundaries differ from Read's", size)
+		}
+		if !slices.Equal(got.windows, res.windows) {
+			t.Fatalf("chunk input of %d bytes: windows differ from Read's", size)
+		}
+	}
+}
+
+// decodeChunkInput is decodeGzip with the input handed over in chunks of
+// size bytes (NewGzipChunkReader), each in a buffer of its own that is
+// overwritten once the decoder has reported a boundary past it, as the zTOC
+// builder's span hasher recycles them.
+func decodeChunkInput(data []byte, keepWindows bool, size int) (decoded, error) {
+	var res decoded
+	var z *GzipReader
+	type chunk struct {
+		buf []byte
+		end int64
+	}
+	var held []chunk
+	var off int64
+	z = NewGzipChunkReader(func() ([]byte, error) {
+		if len(data) == 0 {
+			return nil, io.EOF
+		}
+		n := min(size, len(data))
+		c := chunk{buf: bytes.Clone(data[:n]), end: off + int64(n)}
+		data, off = data[n:], c.end
+		held = append(held, c)
+		return c.buf, nil
+	}, func(b Boundary) error {
+		res.bounds = append(res.bounds, b)
+		if keepWindows {
+			var w [windowSize]byte
+			z.Window(&w)
+			res.windows = append(res.windows, w)
+		}
+		// Chunks wholly before the byte holding this boundary are free to
+		// reuse: scribble over them.
+		for len(held) > 0 && held[0].end <= max(b.In-1, 0) {
+			for i := range held[0].buf {
+				held[0].buf[i] = 0xa5
+			}
+			held = held[1:]
+		}
+		return nil
+	})
+	var buf bytes.Buffer
+	_, err := io.Copy(&buf, struct{ io.Reader }{z})
+	res.out = buf.Bytes()
+	if err == nil && z.InputOffset() != off {
+		return res, fmt.Errorf("InputOffset %d after the stream, want %d", z.InputOffset(), off)
+	}
+	return res, err
 }
 
 // decodeDeferredCRC decodes through ReadChunk with DeferCRC, checking each

@@ -389,7 +389,6 @@ type compressedSource struct {
 	ctx    context.Context
 	in     *chunkQueue
 	hasher chan<- hashBatch
-	rest   []byte
 	cuts   []spanCut
 	safe   int64
 }
@@ -405,7 +404,7 @@ func (s *compressedSource) flush(chunk []byte) error {
 	}
 }
 
-// next is the chunk source of the parallel inflater: the next chunk, which
+// next is the inflater's chunk source: the next chunk, which
 // is forwarded to the span hasher first.
 func (s *compressedSource) next() ([]byte, error) {
 	chunk, err := s.in.receive(s.ctx)
@@ -416,22 +415,6 @@ func (s *compressedSource) next() ([]byte, error) {
 		return nil, err
 	}
 	return chunk, nil
-}
-
-func (s *compressedSource) Read(p []byte) (int, error) {
-	if len(s.rest) == 0 {
-		chunk, err := s.in.receive(s.ctx)
-		if err != nil {
-			return 0, err
-		}
-		if err := s.flush(chunk); err != nil {
-			return 0, err
-		}
-		s.rest = chunk
-	}
-	n := copy(p, s.rest)
-	s.rest = s.rest[n:]
-	return n, nil
 }
 
 func (b *builder) buildGzip(ctx context.Context, r io.Reader) error {
@@ -523,7 +506,10 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 	if b.cfg.parallel != nil {
 		gz = inflate.NewParallelGzipReader(src.next, onBoundary, *b.cfg.parallel)
 	} else {
-		gz = inflate.NewGzipReader(src, onBoundary)
+		// The decoder reads the chunks in place. The span hasher recycles
+		// a chunk only once a boundary past it was reported (src.safe), and
+		// the decoder never reads behind its last boundary.
+		gz = inflate.NewGzipChunkReader(src.next, onBoundary)
 		if crc != nil {
 			gz.DeferCRC(crc.trailer)
 		}
@@ -555,9 +541,6 @@ func (b *builder) inflate(ctx context.Context, src *compressedSource, out *chunk
 	}
 	// The inflater stops after the last member; anything left is data zlib
 	// would have failed on.
-	if len(src.rest) > 0 {
-		return fmt.Errorf("%w: gzip: %w", ErrCorruptLayer, inflate.ErrTrailingData)
-	}
 	if chunk, err := src.in.receive(ctx); err == nil && len(chunk) > 0 {
 		return fmt.Errorf("%w: gzip: %w", ErrCorruptLayer, inflate.ErrTrailingData)
 	} else if err != nil && err != io.EOF {
