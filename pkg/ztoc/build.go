@@ -151,10 +151,11 @@ func BuildTo(ctx context.Context, r io.Reader, w io.Writer, opts ...BuildOption)
 	if err != nil {
 		return nil, err
 	}
-	e, err := encodePieces(b.ztoc(), &b.files, b.checkpointPieces())
+	e, err := encodePieces(b.ztoc(), releasedFiles{&b.files}, b.checkpointPieces())
 	if err != nil {
 		return nil, err
 	}
+	b.files = packedFiles{}
 	n, err := e.writeTo(w)
 	if err != nil {
 		return nil, err

@@ -367,11 +367,15 @@ func stringSize(n int) int {
 func marshalTOC(b *flatbuffers.Builder, files tocEntries) flatbuffers.UOffsetT {
 	entries := make([]flatbuffers.UOffsetT, files.len())
 	i := len(entries)
+	release, _ := files.(interface{ release(c int) })
 	for c := files.chunks() - 1; c >= 0; c-- {
 		chunk := files.chunk(c)
 		for j := len(chunk) - 1; j >= 0; j-- {
 			i--
 			entries[i] = marshalFile(b, &chunk[j])
+		}
+		if release != nil {
+			release.release(c)
 		}
 	}
 	metadata := prependOffsets(b, entries)

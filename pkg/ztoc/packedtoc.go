@@ -17,6 +17,13 @@ type tocEntries interface {
 	chunk(c int) []FileMetadata
 }
 
+// releasedFiles is a packedFiles whose chunks marshalTOC drops once it has
+// encoded them, so that the TOC is not held twice, packed and encoded, at
+// the end of BuildTo.
+type releasedFiles struct{ *packedFiles }
+
+func (r releasedFiles) release(c int) { r.segments[c] = nil }
+
 // packedFiles is the TOC a build collects, each entry packed into a few
 // dozen bytes (varints and its strings) in chunks of fileChunkEntries
 // entries. A FileMetadata takes 200 bytes besides its strings, and a layer
