@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -203,21 +205,41 @@ func TestLimitHeapGrowth(t *testing.T) {
 	original := debug.SetMemoryLimit(-1)
 	defer debug.SetMemoryLimit(original)
 
-	stop := limitHeapGrowth()
+	// A live heap above ztocFinalFrom, as a large layer's zTOC makes it.
+	ballast := make([]byte, ztocFinalFrom+8<<20)
+	for i := range ballast {
+		ballast[i] = byte(i)
+	}
+	runtime.GC()
+	defer runtime.KeepAlive(ballast)
+
+	limit := limitHeapGrowth()
 	during := debug.SetMemoryLimit(-1)
-	stop()
 	if during >= original || during < ztocHeapSlack {
 		t.Errorf("limit during the build %d, want at least the slack %d and below the previous %d", during, ztocHeapSlack, original)
 	}
+	// Once the layer is read, the slack drops: the limit follows within a
+	// tick of the updater.
+	limit.finalPhase()
+	limit.finalPhase() // a second call is harmless
+	deadline := time.Now().Add(10 * time.Second)
+	for debug.SetMemoryLimit(-1) > during-(ztocHeapSlack-ztocFinalHeapSlack)/2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("limit %d 10 s after finalPhase, want about %d less than %d",
+				debug.SetMemoryLimit(-1), ztocHeapSlack-ztocFinalHeapSlack, during)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	limit.stop()
 	if after := debug.SetMemoryLimit(-1); after != original {
 		t.Errorf("limit after stop %d, want the previous %d", after, original)
 	}
 
 	const userLimit = 4 << 20 // below any live heap plus the slack
 	debug.SetMemoryLimit(userLimit)
-	stop = limitHeapGrowth()
+	limit = limitHeapGrowth()
 	during = debug.SetMemoryLimit(-1)
-	stop()
+	limit.stop()
 	if during != userLimit || debug.SetMemoryLimit(-1) != userLimit {
 		t.Errorf("a lower GOMEMLIMIT was not kept: %d during the build", during)
 	}
