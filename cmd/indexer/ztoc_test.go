@@ -153,14 +153,14 @@ func TestZtocExtractNonRegularFile(t *testing.T) {
 	}
 	for name, what := range map[string]string{"etc/": "is a directory", "etc/localtime": "symbolic link to /usr/share/zoneinfo/UTC"} {
 		target := filepath.Join(dir, "out")
-		out, err := runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, name, "-o", target)
+		_, err := runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, name, "-o", target)
 		if err == nil || !strings.Contains(err.Error(), what) {
 			t.Errorf("extract %s: err = %v, want one saying %q", name, err, what)
 		}
 		if _, statErr := os.Lstat(target); !os.IsNotExist(statErr) {
 			t.Errorf("extract %s wrote %s", name, target)
 		}
-		if out, err = runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, name); err == nil || out != "" {
+		if out, err := runZtoc(t, "extract", "--ztoc", layer+".ztoc", layer, name); err == nil || out != "" {
 			t.Errorf("extract %s to stdout: %q, %v", name, out, err)
 		}
 	}

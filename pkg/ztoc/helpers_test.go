@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -119,16 +118,3 @@ func gzipBytes(t testing.TB, data []byte, level int) []byte {
 	return buf.Bytes()
 }
 
-// gunzip decompresses with the standard library, the independent reference.
-func gunzip(t testing.TB, data []byte) []byte {
-	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
