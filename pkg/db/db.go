@@ -166,7 +166,7 @@ func ParseDSN(dsn string) (Backend, string, error) {
 		}
 		return BackendSQLite, dsn, nil
 	default:
-		return "", "", fmt.Errorf("db: dsn %q: %w: want postgres://, postgresql://, sqlite:// or file:", redactDSN(dsn), ErrBadDSN)
+		return "", "", fmt.Errorf("db: dsn %q: %w: want a postgres://, postgresql://, sqlite:// or file: URL", redactDSN(dsn), ErrBadDSN)
 	}
 }
 

@@ -63,7 +63,8 @@ func layerCompression(mediaType string) (c ztoc.Compression, ok bool) {
 		return ztoc.Uncompressed, !wrapped
 	case mediaTypeDockerLayerGzip, mediaTypeDockerLayerForeignGzip:
 		return ztoc.Gzip, !wrapped
-	case ocispec.MediaTypeImageLayer, ocispec.MediaTypeImageLayerNonDistributable: //nolint:staticcheck // still in use
+	//lint:ignore SA1019 deprecated for new images, still found in existing ones
+	case ocispec.MediaTypeImageLayer, ocispec.MediaTypeImageLayerNonDistributable:
 		switch ext {
 		case "":
 			return ztoc.Uncompressed, !wrapped

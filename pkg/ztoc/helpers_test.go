@@ -117,4 +117,3 @@ func gzipBytes(t testing.TB, data []byte, level int) []byte {
 	}
 	return buf.Bytes()
 }
-

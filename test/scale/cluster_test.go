@@ -240,20 +240,6 @@ func (c *cluster) startWebhook(registry string) {
 	}
 }
 
-// setting is a worker setting's value: the cluster's, else its default.
-func (c *cluster) setting(key string) string {
-	if v, ok := c.settings[key]; ok {
-		return v
-	}
-	for _, s := range config.Settings() {
-		if s.Key == key {
-			return s.Default
-		}
-	}
-	c.tb.Fatalf("no setting %q in internal/config", key)
-	return ""
-}
-
 // workerEnv is the environment of one worker process: every setting
 // through its variable as internal/config declares it.
 func (c *cluster) workerEnv(listen string) []string {
