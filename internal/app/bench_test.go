@@ -12,10 +12,10 @@ import (
 
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/soci-indexer/soci-indexer/internal/config"
 	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	embeddedregistry "github.com/soci-indexer/soci-indexer/internal/embedded/registry"
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 	"github.com/soci-indexer/soci-indexer/pkg/service"
@@ -58,15 +58,7 @@ func imageSize(layers []demoimage.Layer) int64 {
 
 func benchServer(b *testing.B, workers int) (*Server, func()) {
 	b.Helper()
-	var cfg config.Config
-	fs := newFlagSet()
-	loader := config.Register(fs, &cfg, func(string) (string, bool) { return "", false })
-	if err := fs.Parse(nil); err != nil {
-		b.Fatal(err)
-	}
-	if err := loader.Load(); err != nil {
-		b.Fatal(err)
-	}
+	cfg := testsupport.DefaultConfig(b)
 	cfg.DataDir = b.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.RegistryListen = "127.0.0.1:0"
@@ -84,7 +76,7 @@ func benchServer(b *testing.B, workers int) (*Server, func()) {
 
 func benchRepo(b *testing.B, registry, name string) *remote.Repository {
 	b.Helper()
-	repos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }})
+	repos, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 )
 
@@ -83,16 +84,16 @@ func findRow(rows [][]string, col int, want string) []string {
 // SOCI_UPDATE_SCREENSHOTS=1 writes the page's screenshot to docs/img.
 func TestStatusPageInBrowser(t *testing.T) {
 	ctx := newBrowser(t)
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
 
-	good := pushImage(t, s.RegistryAddr(), "demo/app", "v1", testLayerSize, testLayerSize)
-	bad := pushTruncatedGzipImage(t, s.RegistryAddr(), "demo/broken", "v1")
+	good := testsupport.PushImage(t, s.RegistryAddr(), "demo/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
+	bad := testsupport.PushTruncatedGzipImage(t, s.RegistryAddr(), "demo/broken", "v1")
 	goodKey := db.JobKey{Registry: s.RegistryAddr(), Repository: "demo/app", Digest: good.Digest.String(), Tag: "v1"}
 	badKey := db.JobKey{Registry: s.RegistryAddr(), Repository: "demo/broken", Digest: bad.Digest.String(), Tag: "v1"}
-	waitJob(t, s.Store(), goodKey, 30*time.Second, db.JobSucceeded)
-	failed := waitJob(t, s.Store(), badKey, 30*time.Second, db.JobFailed)
+	testsupport.WaitJob(t, s.Store(), goodKey, 30*time.Second, db.JobSucceeded)
+	failed := testsupport.WaitJob(t, s.Store(), badKey, 30*time.Second, db.JobFailed)
 
 	page := "http://" + s.Addr() + "/status/"
 	// A wrong token gets the form again, not the page.
@@ -166,7 +167,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the retried job to finish its second attempt", func() (bool, error) {
+	testsupport.WaitFor(t, 30*time.Second, "the retried job to finish its second attempt", func() (bool, error) {
 		j, err := s.Store().Get(context.Background(), badKey)
 		if err != nil {
 			return false, err

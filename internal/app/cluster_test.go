@@ -19,6 +19,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/config"
 	embeddednats "github.com/soci-indexer/soci-indexer/internal/embedded/natsserver"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 	"github.com/soci-indexer/soci-indexer/pkg/service"
@@ -83,9 +84,9 @@ func TestClusterFailover(t *testing.T) {
 	}
 	urls := cluster.ClientURLs()
 
-	reg := startRegistry(t, "", "")
+	reg := testsupport.StartRegistry(t, "", "")
 	dsn, _ := testpg.NewDatabase(t, "cluster")
-	name := uniqueName("CLUSTER")
+	name := testsupport.UniqueName("CLUSTER")
 	const secret = "cluster-secret"
 
 	// The webhook, first, creates the streams at R3.
@@ -105,7 +106,7 @@ func TestClusterFailover(t *testing.T) {
 	hookURL := "http://" + ln.Addr().String() + webhook.PathDistribution
 	hookCtx, stopHook := context.WithCancel(context.Background())
 	hookDone := make(chan error, 1)
-	go func() { hookDone <- webhook.Serve(hookCtx, ws, ln, testLogger(t)) }()
+	go func() { hookDone <- webhook.Serve(hookCtx, ws, ln, testsupport.Logger(t)) }()
 	t.Cleanup(func() {
 		stopHook()
 		if err := <-hookDone; err != nil {
@@ -136,7 +137,7 @@ func TestClusterFailover(t *testing.T) {
 		}
 		return s.Info(c)
 	}
-	waitFor(t, 40*time.Second, "the webhook to create the streams", func() (bool, error) {
+	testsupport.WaitFor(t, 40*time.Second, "the webhook to create the streams", func() (bool, error) {
 		for _, n := range []string{name, name + "_DLQ"} {
 			c, cancel := look()
 			s, err := js.Stream(c, n)
@@ -150,7 +151,7 @@ func TestClusterFailover(t *testing.T) {
 
 	// Two workers with the local default of one replica: the streams stay R3.
 	workerCfg := func() config.Config {
-		cfg := testConfig(t)
+		cfg := testsupport.Config(t)
 		cfg.NATSURL, cfg.DatabaseURL = urls, dsn
 		cfg.Stream, cfg.Subject, cfg.Consumer = name, strings.ToLower(name), "workers"
 		cfg.Replicas = 1
@@ -161,7 +162,7 @@ func TestClusterFailover(t *testing.T) {
 	var workers []*Server
 	var logs []*logRecorder
 	for range 2 {
-		rec := &logRecorder{next: testLogger(t).Handler()}
+		rec := &logRecorder{next: testsupport.Logger(t).Handler()}
 		wctx, stop := context.WithCancel(context.Background())
 		s, err := Start(wctx, workerCfg(), slog.New(rec))
 		if err != nil {
@@ -193,7 +194,7 @@ func TestClusterFailover(t *testing.T) {
 	const images = 12
 	descs := make([]ocispec.Descriptor, images)
 	for i := range images {
-		descs[i] = pushImage(t, reg.Addr(), "cluster/app", fmt.Sprintf("v%d", i), testLayerSize)
+		descs[i] = testsupport.PushImage(t, reg.Addr(), "cluster/app", fmt.Sprintf("v%d", i), testsupport.LayerSize)
 	}
 
 	// The registry's side: each event is sent until the webhook accepts it.
@@ -234,7 +235,7 @@ func TestClusterFailover(t *testing.T) {
 
 	leader := func() *embeddednats.Server {
 		var l *embeddednats.Server
-		waitFor(t, 20*time.Second, "a stream leader", func() (bool, error) {
+		testsupport.WaitFor(t, 20*time.Second, "a stream leader", func() (bool, error) {
 			si, err := streamInfo()
 			if err != nil || si.Cluster == nil || si.Cluster.Leader == "" {
 				return false, err
@@ -245,7 +246,7 @@ func TestClusterFailover(t *testing.T) {
 		return l
 	}
 
-	waitFor(t, 30*time.Second, "3 events accepted", func() (bool, error) { return acceptedCount() >= 3, nil })
+	testsupport.WaitFor(t, 30*time.Second, "3 events accepted", func() (bool, error) { return acceptedCount() >= 3, nil })
 	first := leader()
 	killedLeader := time.Now()
 	if err := first.Stop(); err != nil {
@@ -253,7 +254,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	t.Logf("stream leader %s stopped", first.Name())
 
-	waitFor(t, 30*time.Second, "7 events accepted", func() (bool, error) { return acceptedCount() >= 7, nil })
+	testsupport.WaitFor(t, 30*time.Second, "7 events accepted", func() (bool, error) { return acceptedCount() >= 7, nil })
 	var second *embeddednats.Server
 	for _, n := range cluster.Nodes() {
 		if n.Running() {
@@ -268,7 +269,7 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("%s stopped too: no quorum", second.Name())
 	// The outage lasts until the webhook has refused an event and the
 	// workers have pulled in vain for a while.
-	waitFor(t, 30*time.Second, "a 503 during the quorum loss", func() (bool, error) {
+	testsupport.WaitFor(t, 30*time.Second, "a 503 during the quorum loss", func() (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, a := range answers {
@@ -297,15 +298,15 @@ func TestClusterFailover(t *testing.T) {
 
 	// Every accepted event: one index.
 	for i := range images {
-		repo, err := plainRepos(t)(ctx, reg.Addr(), "cluster/app")
+		repo, err := testsupport.PlainRepos(t)(ctx, reg.Addr(), "cluster/app")
 		if err != nil {
 			t.Fatal(err)
 		}
 		tag := fmt.Sprintf("v%d-soci", i)
-		waitFor(t, 60*time.Second, tag, func() (bool, error) {
+		testsupport.WaitFor(t, 60*time.Second, tag, func() (bool, error) {
 			c, cancel := look()
 			defer cancel()
-			socis, err := v2Index(c, repo, tag)
+			socis, err := testsupport.V2Index(c, repo, tag)
 			return err == nil && len(socis) == 1, err
 		})
 	}
@@ -363,7 +364,7 @@ func TestClusterFailover(t *testing.T) {
 	// No ghost messages: the queue is empty, as every replica sees it.
 	checkEmpty := func(who string) {
 		t.Helper()
-		waitFor(t, 20*time.Second, "an empty queue on "+who, func() (bool, error) {
+		testsupport.WaitFor(t, 20*time.Second, "an empty queue on "+who, func() (bool, error) {
 			c, cancel := look()
 			defer cancel()
 			st, err := workers[0].Queue().Stats(c)
@@ -377,7 +378,7 @@ func TestClusterFailover(t *testing.T) {
 			return st.LastSeq == images, fmt.Errorf("last sequence %d, want %d", st.LastSeq, images)
 		})
 	}
-	waitFor(t, 30*time.Second, "every replica current", func() (bool, error) {
+	testsupport.WaitFor(t, 30*time.Second, "every replica current", func() (bool, error) {
 		si, err := streamInfo()
 		if err != nil || si.Cluster == nil || si.Cluster.Leader == "" || len(si.Cluster.Replicas) != 2 {
 			return false, err
@@ -395,7 +396,7 @@ func TestClusterFailover(t *testing.T) {
 		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+name, nil, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "a new stream leader", func() (bool, error) {
+		testsupport.WaitFor(t, 20*time.Second, "a new stream leader", func() (bool, error) {
 			si, err := streamInfo()
 			return err == nil && si.Cluster != nil && si.Cluster.Leader != "" && si.Cluster.Leader != before, err
 		})

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/soci-indexer/soci-indexer/internal/datadir"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 )
 
 // Two all-in-one servers on one data directory would share SQLite and the
@@ -16,9 +17,9 @@ import (
 // first keeps its record, through which backfill finds it; once it stops,
 // nothing claims to run there.
 func TestOneServerPerDataDir(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	s := startServer(t, cfg)
-	_, err := Start(context.Background(), cfg, testLogger(t))
+	_, err := Start(context.Background(), cfg, testsupport.Logger(t))
 	if !errors.Is(err, datadir.ErrInUse) || !strings.Contains(err.Error(), cfg.DataDir) {
 		t.Fatalf("second server on %s: %v, want datadir.ErrInUse naming the directory", cfg.DataDir, err)
 	}
@@ -37,7 +38,7 @@ func TestOneServerPerDataDir(t *testing.T) {
 	if _, err := datadir.Dir(cfg.DataDir).Running(); !errors.Is(err, datadir.ErrNotRunning) {
 		t.Fatalf("after Close: %v, want ErrNotRunning", err)
 	}
-	if _, _, err := OpenBackfiller(context.Background(), cfg, testLogger(t)); !errors.Is(err, datadir.ErrNotRunning) {
+	if _, _, err := OpenBackfiller(context.Background(), cfg, testsupport.Logger(t)); !errors.Is(err, datadir.ErrNotRunning) {
 		t.Fatalf("backfill with no server: %v, want ErrNotRunning", err)
 	}
 }

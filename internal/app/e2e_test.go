@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 	"github.com/soci-indexer/soci-indexer/pkg/service"
@@ -24,24 +25,24 @@ import (
 // pushed and recorded v2 index within seconds (registry → webhook → NATS →
 // worker → registry + SQLite), with nothing outside the process.
 func TestAllInOnePushIsIndexed(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
 
 	start := time.Now()
-	img := pushImage(t, s.RegistryAddr(), "demo/app", "v1", testLayerSize, testLayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), "demo/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "demo/app", Digest: img.Digest.String(), Tag: "v1"}
-	job := waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded, db.JobFailed, db.JobSkipped)
+	job := testsupport.WaitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded, db.JobFailed, db.JobSkipped)
 	if job.Status != db.JobSucceeded {
 		t.Fatalf("job %s: %s %s", job.Status, job.LastError, job.SkipReason)
 	}
 	t.Logf("push to indexed: %s", time.Since(start))
 
-	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "demo/app")
+	repo, err := testsupport.PlainRepos(t)(context.Background(), s.RegistryAddr(), "demo/app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	socis, err := v2Index(context.Background(), repo, "v1-soci")
+	socis, err := testsupport.V2Index(context.Background(), repo, "v1-soci")
 	if err != nil {
 		t.Fatalf("v2 index: %v", err)
 	}
@@ -73,7 +74,7 @@ func scrape(t *testing.T, s *Server) string {
 }
 
 func TestHealthAndMetrics(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -86,10 +87,10 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Errorf("%s: %s", path, resp.Status)
 		}
 	}
-	img := pushImage(t, s.RegistryAddr(), "metrics/app", "v1", testLayerSize, testLayerSize)
-	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "metrics/app", Digest: img.Digest.String(), Tag: "v1"},
+	img := testsupport.PushImage(t, s.RegistryAddr(), "metrics/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
+	testsupport.WaitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "metrics/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
-	waitFor(t, 5*time.Second, "metrics", func() (bool, error) {
+	testsupport.WaitFor(t, 5*time.Second, "metrics", func() (bool, error) {
 		text := scrape(t, s)
 		for _, want := range []string{
 			`soci_indexer_jobs_total{action="push",outcome="succeeded"} 1`,
@@ -145,19 +146,19 @@ func postEvent(t *testing.T, s *Server, body []byte) {
 // TestDuplicateNotificationsGiveOneIndex: the registry's event and two
 // replays of it (new event ids) make one job run and one index.
 func TestDuplicateNotificationsGiveOneIndex(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
-	img := pushImage(t, s.RegistryAddr(), "dup/app", "v1", testLayerSize, testLayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), "dup/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 	for i := range 2 {
 		postEvent(t, s, distributionEnvelope(fmt.Sprintf("replay-%d", i), s.RegistryAddr(), "dup/app", "v1", img))
 	}
 	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "dup/app", Digest: img.Digest.String(), Tag: "v1"}
-	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
+	testsupport.WaitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
 	// The registry's event and the two replays all reached the webhook,
 	// which took two of them for duplicates of the queued job: the queue
 	// never held a second job that could still run.
-	waitFor(t, 10*time.Second, "two duplicates counted", func() (bool, error) {
+	testsupport.WaitFor(t, 10*time.Second, "two duplicates counted", func() (bool, error) {
 		text := scrape(t, s)
 		if strings.Contains(text, `soci_indexer_webhook_events_total{outcome="duplicate",source="distribution"} 2`) {
 			return true, nil
@@ -171,11 +172,11 @@ func TestDuplicateNotificationsGiveOneIndex(t *testing.T) {
 	if len(attempts) != 1 {
 		t.Errorf("%d attempts, want 1", len(attempts))
 	}
-	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "dup/app")
+	repo, err := testsupport.PlainRepos(t)(context.Background(), s.RegistryAddr(), "dup/app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	socis, err := v2Index(context.Background(), repo, "v1-soci")
+	socis, err := testsupport.V2Index(context.Background(), repo, "v1-soci")
 	if err != nil || len(socis) != 1 {
 		t.Fatalf("v2 index: %d soci indexes, %v; want 1", len(socis), err)
 	}
@@ -184,19 +185,19 @@ func TestDuplicateNotificationsGiveOneIndex(t *testing.T) {
 // TestCorruptLayerIsNotRetried: the job fails once, with the reason kept,
 // and goes to the dead letters instead of being retried.
 func TestCorruptLayerIsNotRetried(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
-	img := pushCorruptImage(t, s.RegistryAddr(), "bad/app", "v1")
+	img := testsupport.PushCorruptImage(t, s.RegistryAddr(), "bad/app", "v1")
 	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "bad/app", Digest: img.Digest.String(), Tag: "v1"}
-	job := waitJob(t, s.Store(), key, 20*time.Second, db.JobFailed)
+	job := testsupport.WaitJob(t, s.Store(), key, 20*time.Second, db.JobFailed)
 	if !strings.Contains(job.LastError, "gzip") {
 		t.Errorf("error %q does not say what is wrong", job.LastError)
 	}
 	// The dead letter is written as the job is terminated: from then on
 	// JetStream delivers it no more, so the attempts are final.
 	var dead []queue.DeadLetter
-	waitFor(t, 10*time.Second, "the dead letter", func() (bool, error) {
+	testsupport.WaitFor(t, 10*time.Second, "the dead letter", func() (bool, error) {
 		var err error
 		dead, err = s.Queue().DeadLetters(context.Background(), 10)
 		return len(dead) > 0, err
@@ -216,27 +217,27 @@ func TestCorruptLayerIsNotRetried(t *testing.T) {
 // TestDeleteEventRemovesArtifacts: deleting an image from the registry
 // removes its v1 and v2 SOCI artifacts through the delete event.
 func TestDeleteEventRemovesArtifacts(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	cfg.IndexVersion = "both"
 	s := startServer(t, cfg)
 	ctx := context.Background()
-	img := pushImage(t, s.RegistryAddr(), "del/app", "v1", testLayerSize, testLayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), "del/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "del/app", Digest: img.Digest.String(), Tag: "v1"}
-	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
-	repo, err := plainRepos(t)(ctx, s.RegistryAddr(), "del/app")
+	testsupport.WaitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
+	repo, err := testsupport.PlainRepos(t)(ctx, s.RegistryAddr(), "del/app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1 := v1Indexes(t, s.RegistryAddr(), "del/app", img)
+	v1 := testsupport.V1Indexes(t, s.RegistryAddr(), "del/app", img)
 	if len(v1) != 1 {
 		t.Fatalf("%d v1 indexes", len(v1))
 	}
 	if err := repo.Manifests().Delete(ctx, img); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the artifacts to go", func() (bool, error) {
-		if _, err := v2Index(ctx, repo, "v1-soci"); err == nil {
+	testsupport.WaitFor(t, 20*time.Second, "the artifacts to go", func() (bool, error) {
+		if _, err := testsupport.V2Index(ctx, repo, "v1-soci"); err == nil {
 			return false, errors.New("v1-soci still there")
 		}
 		if ok, _ := repo.Exists(ctx, v1[0]); ok {
@@ -253,11 +254,11 @@ func TestDeleteEventRemovesArtifacts(t *testing.T) {
 // reached the service is found and indexed by the backfill; a second run
 // finds nothing to do.
 func TestBackfillIndexesMissedImages(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.PlainHTTP = true
 	s := startServer(t, cfg)
-	reg := startRegistry(t, "", "") // notifications go nowhere
-	img := pushImage(t, reg.Addr(), "missed/app", "v1", testLayerSize, testLayerSize)
+	reg := testsupport.StartRegistry(t, "", "") // notifications go nowhere
+	img := testsupport.PushImage(t, reg.Addr(), "missed/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 
 	// The repository is named: the embedded registry's catalog is empty
 	// (internal/embedded/registry leaves catalog.maxentries at 0).
@@ -270,7 +271,7 @@ func TestBackfillIndexesMissedImages(t *testing.T) {
 		t.Fatalf("backfill: %+v, want one repository and one image enqueued", stats)
 	}
 	key := db.JobKey{Registry: reg.Addr(), Repository: "missed/app", Digest: img.Digest.String(), Tag: "v1"}
-	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
+	testsupport.WaitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded)
 
 	stats, err = s.Backfiller().Run(context.Background(), target)
 	if err != nil {
@@ -284,14 +285,14 @@ func TestBackfillIndexesMissedImages(t *testing.T) {
 // TestScheduledBackfill: serve --backfill-interval indexes what no event
 // announced, on its own.
 func TestScheduledBackfill(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	img := pushImage(t, reg.Addr(), "sched/app", "v1", testLayerSize)
-	cfg := testConfig(t)
+	reg := testsupport.StartRegistry(t, "", "")
+	img := testsupport.PushImage(t, reg.Addr(), "sched/app", "v1", testsupport.LayerSize)
+	cfg := testsupport.Config(t)
 	cfg.PlainHTTP = true
 	cfg.BackfillInterval = 200 * time.Millisecond
 	cfg.BackfillTargets = []string{reg.Addr() + "/sched/app"}
 	s := startServer(t, cfg)
-	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "sched/app", Digest: img.Digest.String(), Tag: "v1"},
+	testsupport.WaitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "sched/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
 }
 
@@ -299,7 +300,7 @@ func TestScheduledBackfill(t *testing.T) {
 // index naming them under tag, as a multi-platform push does.
 func pushMultiPlatform(t *testing.T, registry, repository, tag string) ocispec.Descriptor {
 	t.Helper()
-	idx, _ := pushMultiPlatformSeeds(t, registry, repository, tag, newSeeds(2))
+	idx, _ := pushMultiPlatformSeeds(t, registry, repository, tag, testsupport.NewSeeds(2))
 	return idx
 }
 
@@ -311,7 +312,7 @@ func pushMultiPlatformSeeds(t *testing.T, registry, repository, tag string, seed
 	ctx := context.Background()
 	var manifests []ocispec.Descriptor
 	for i, arch := range []string{"amd64", "arm64"} {
-		d := pushImageSeeds(t, registry, repository, "", seeds[i:i+1], []int64{testLayerSize})
+		d := testsupport.PushImageSeeds(t, registry, repository, "", seeds[i:i+1], []int64{testsupport.LayerSize})
 		d.Platform = &ocispec.Platform{OS: "linux", Architecture: arch}
 		manifests = append(manifests, d)
 	}
@@ -321,7 +322,7 @@ func pushMultiPlatformSeeds(t *testing.T, registry, repository, tag string, seed
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := plainRepos(t)(ctx, registry, repository)
+	repo, err := testsupport.PlainRepos(t)(ctx, registry, repository)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,17 +336,17 @@ func pushMultiPlatformSeeds(t *testing.T, registry, repository, tag string, seed
 // TestMultiPlatformImage: the untagged platform manifests' events are
 // skipped, and the image index's event gives one SOCI index per platform.
 func TestMultiPlatformImage(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
 	img := pushMultiPlatform(t, s.RegistryAddr(), "multi/app", "v1")
-	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "multi/app", Digest: img.Digest.String(), Tag: "v1"},
+	testsupport.WaitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "multi/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
-	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "multi/app")
+	repo, err := testsupport.PlainRepos(t)(context.Background(), s.RegistryAddr(), "multi/app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	socis, err := v2Index(context.Background(), repo, "v1-soci")
+	socis, err := testsupport.V2Index(context.Background(), repo, "v1-soci")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,22 +363,22 @@ func TestMultiPlatformImage(t *testing.T) {
 
 // TestBackfillSince: images created before the window are left alone.
 func TestBackfillSince(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	pushImage(t, reg.Addr(), "old/app", "v1", testLayerSize) // demo images are created 2024-01-01
-	store := newSQLite(t)
-	cfg := testConfig(t)
-	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
-	q, _ := newTestQueue(t, cfg)
+	reg := testsupport.StartRegistry(t, "", "")
+	testsupport.PushImage(t, reg.Addr(), "old/app", "v1", testsupport.LayerSize) // demo images are created 2024-01-01
+	store := testsupport.NewSQLite(t)
+	cfg := testsupport.Config(t)
+	cfg.NATSURL = testsupport.NewEmbeddedNATS(t).ClientURL()
+	q, _ := testsupport.NewQueue(t, cfg)
 	target := reg.Addr() + "/old/app"
 
-	stats, err := service.NewBackfiller(plainRepos(t), store, q, service.WithSince(24*time.Hour)).Run(context.Background(), target)
+	stats, err := service.NewBackfiller(testsupport.PlainRepos(t), store, q, service.WithSince(24*time.Hour)).Run(context.Background(), target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if stats.Enqueued != 0 || stats.Older != 1 {
 		t.Errorf("--since 24h: %+v, want the old image left alone", stats)
 	}
-	stats, err = service.NewBackfiller(plainRepos(t), store, q).Run(context.Background(), target)
+	stats, err = service.NewBackfiller(testsupport.PlainRepos(t), store, q).Run(context.Background(), target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,13 +397,13 @@ func TestBackfillSince(t *testing.T) {
 // TestOpenBackfillerFindsAllInOneServer: `indexer backfill` without URLs
 // reaches the running all-in-one server through its data directory.
 func TestOpenBackfillerFindsAllInOneServer(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.PlainHTTP = true
 	s := startServer(t, cfg)
-	reg := startRegistry(t, "", "")
-	img := pushImage(t, reg.Addr(), "cli/app", "v1", testLayerSize)
+	reg := testsupport.StartRegistry(t, "", "")
+	img := testsupport.PushImage(t, reg.Addr(), "cli/app", "v1", testsupport.LayerSize)
 
-	b, closeAll, err := OpenBackfiller(context.Background(), cfg, testLogger(t))
+	b, closeAll, err := OpenBackfiller(context.Background(), cfg, testsupport.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,19 +415,19 @@ func TestOpenBackfillerFindsAllInOneServer(t *testing.T) {
 	if stats.Enqueued != 1 {
 		t.Fatalf("backfill: %+v", stats)
 	}
-	waitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "cli/app", Digest: img.Digest.String(), Tag: "v1"},
+	testsupport.WaitJob(t, s.Store(), db.JobKey{Registry: reg.Addr(), Repository: "cli/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
 }
 
 // TestBackfillRetryFailed: an image whose job failed for good is left
 // alone, unless the backfill is asked to retry failures.
 func TestBackfillRetryFailed(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	img := pushImage(t, reg.Addr(), "failed/app", "v1", testLayerSize)
-	store := newSQLite(t)
-	cfg := testConfig(t)
-	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
-	q, _ := newTestQueue(t, cfg)
+	reg := testsupport.StartRegistry(t, "", "")
+	img := testsupport.PushImage(t, reg.Addr(), "failed/app", "v1", testsupport.LayerSize)
+	store := testsupport.NewSQLite(t)
+	cfg := testsupport.Config(t)
+	cfg.NATSURL = testsupport.NewEmbeddedNATS(t).ClientURL()
+	q, _ := testsupport.NewQueue(t, cfg)
 	target := reg.Addr() + "/failed/app"
 
 	ctx := context.Background()
@@ -437,14 +438,14 @@ func TestBackfillRetryFailed(t *testing.T) {
 	if err := store.Fail(ctx, key, errors.New("401 unauthorized"), true); err != nil {
 		t.Fatal(err)
 	}
-	stats, err := service.NewBackfiller(plainRepos(t), store, q).Run(ctx, target)
+	stats, err := service.NewBackfiller(testsupport.PlainRepos(t), store, q).Run(ctx, target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if stats.Enqueued != 0 || stats.Failed != 1 || stats.Indexed != 0 {
 		t.Errorf("without retry: %+v, want the failed image left alone, counted as failed (not indexed)", stats)
 	}
-	stats, err = service.NewBackfiller(plainRepos(t), store, q, service.WithRetryFailed(true)).Run(ctx, target)
+	stats, err = service.NewBackfiller(testsupport.PlainRepos(t), store, q, service.WithRetryFailed(true)).Run(ctx, target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,10 +477,10 @@ func grepLines(text, s string) string {
 // dropped at the webhook (counted under reason "registry") and never
 // becomes a job; an event for the embedded registry right after is indexed.
 func TestAllInOneRefusesOtherRegistries(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
-	img := pushImage(t, s.RegistryAddr(), "allow/app", "v1", testLayerSize, testLayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), "allow/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 
 	postEvent(t, s, distributionEnvelope("evil", "evil.example:5000", "allow/app", "v1", img))
 	text := scrape(t, s)
@@ -488,7 +489,7 @@ func TestAllInOneRefusesOtherRegistries(t *testing.T) {
 	}
 
 	postEvent(t, s, distributionEnvelope("good", s.RegistryAddr(), "allow/app", "v1", img))
-	waitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "allow/app", Digest: img.Digest.String(), Tag: "v1"},
+	testsupport.WaitJob(t, s.Store(), db.JobKey{Registry: s.RegistryAddr(), Repository: "allow/app", Digest: img.Digest.String(), Tag: "v1"},
 		20*time.Second, db.JobSucceeded)
 	evil := db.JobKey{Registry: "evil.example:5000", Repository: "allow/app", Digest: img.Digest.String(), Tag: "v1"}
 	if job, err := s.Store().Get(context.Background(), evil); !errors.Is(err, db.ErrJobNotFound) {
@@ -496,7 +497,7 @@ func TestAllInOneRefusesOtherRegistries(t *testing.T) {
 	}
 	// The job is recorded as succeeded before its message is acked and
 	// removed from the work stream: wait for the removal.
-	waitFor(t, 10*time.Second, "an empty queue after the run", func() (bool, error) {
+	testsupport.WaitFor(t, 10*time.Second, "an empty queue after the run", func() (bool, error) {
 		stats, err := s.Queue().Stats(context.Background())
 		if err != nil {
 			return false, err

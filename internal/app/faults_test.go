@@ -12,6 +12,7 @@ import (
 
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -62,27 +63,27 @@ func (g *layerGate) RoundTrip(req *http.Request) (*http.Response, error) {
 // layer (its connection gone, no ack, no nak) has its job redelivered to
 // another worker after the ack wait, and finished.
 func TestKilledWorkerJobIsRedelivered(t *testing.T) {
-	ns := newEmbeddedNATS(t)
-	cfg := testConfig(t)
+	ns := testsupport.NewEmbeddedNATS(t)
+	cfg := testsupport.Config(t)
 	cfg.NATSURL = ns.ClientURL()
 	cfg.AckWait = 2 * time.Second
-	reg := startRegistry(t, "", "")
+	reg := testsupport.StartRegistry(t, "", "")
 	// Each worker has its own store on the same database, as two processes
 	// would: the locks of the one that dies do not bind the other.
 	dsn := "sqlite://" + filepath.Join(t.TempDir(), "indexer.db")
-	store, doomedStore := openStore(t, dsn), openStore(t, dsn)
-	img := pushImage(t, reg.Addr(), "kill/app", "v1", testLayerSize, testLayerSize)
+	store, doomedStore := testsupport.OpenStore(t, dsn), testsupport.OpenStore(t, dsn)
+	img := testsupport.PushImage(t, reg.Addr(), "kill/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 
 	gate := newLayerGate(time.Hour)
-	stuckRepos, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: gate})
+	stuckRepos, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
 	buildOpts := service.WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0))
-	doomed := service.NewWorker(stuckRepos, doomedStore, buildOpts, service.WithWorkerName("doomed"), service.WithLogger(testLogger(t)))
-	healthy := service.NewWorker(plainRepos(t), store, buildOpts, service.WithWorkerName("healthy"), service.WithLogger(testLogger(t)))
+	doomed := service.NewWorker(stuckRepos, doomedStore, buildOpts, service.WithWorkerName("doomed"), service.WithLogger(testsupport.Logger(t)))
+	healthy := service.NewWorker(testsupport.PlainRepos(t), store, buildOpts, service.WithWorkerName("healthy"), service.WithLogger(testsupport.Logger(t)))
 
-	qDoomed, ncDoomed := newTestQueue(t, cfg)
+	qDoomed, ncDoomed := testsupport.NewQueue(t, cfg)
 	doomedCtx, cancelDoomed := context.WithCancel(context.Background())
 	defer cancelDoomed()
 	go func() {
@@ -90,7 +91,7 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 			queue.WithDrainTimeout(100*time.Millisecond))
 	}()
 
-	if _, err := qDoomed.Publish(context.Background(), pushJob(reg.Addr(), "kill/app", "v1", img)); err != nil {
+	if _, err := qDoomed.Publish(context.Background(), testsupport.PushJob(reg.Addr(), "kill/app", "v1", img)); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -102,14 +103,14 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 	// signal. The handler stays stuck in the layer like a frozen process.
 	ncDoomed.Close()
 
-	qHealthy, _ := newTestQueue(t, cfg)
+	qHealthy, _ := testsupport.NewQueue(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- qHealthy.Consume(ctx, healthy.Handle, queue.WithFetchWait(200*time.Millisecond)) }()
 	defer func() { cancel(); <-done }()
 
 	key := db.JobKey{Registry: reg.Addr(), Repository: "kill/app", Digest: img.Digest.String(), Tag: "v1"}
-	job := waitJob(t, store, key, 30*time.Second, db.JobSucceeded)
+	job := testsupport.WaitJob(t, store, key, 30*time.Second, db.JobSucceeded)
 	if job.Worker != "healthy" {
 		t.Errorf("job finished by %q, want the healthy worker", job.Worker)
 	}
@@ -120,11 +121,11 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 	if len(attempts) != 2 {
 		t.Errorf("%d attempts, want 2 (the killed one and the redelivery)", len(attempts))
 	}
-	repo, err := plainRepos(t)(context.Background(), reg.Addr(), "kill/app")
+	repo, err := testsupport.PlainRepos(t)(context.Background(), reg.Addr(), "kill/app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if socis, err := v2Index(context.Background(), repo, "v1-soci"); err != nil || len(socis) != 1 {
+	if socis, err := testsupport.V2Index(context.Background(), repo, "v1-soci"); err != nil || len(socis) != 1 {
 		t.Errorf("v2 index after the redelivery: %d, %v", len(socis), err)
 	}
 }
@@ -133,8 +134,8 @@ func TestKilledWorkerJobIsRedelivered(t *testing.T) {
 // and again while images are indexed (registry → webhook → the machine's
 // NATS → workers → Postgres). Jobs that hit it are retried; none is lost.
 func TestPostgresConnectionLoss(t *testing.T) {
-	cfg := testConfig(t)
-	useMachineNATS(t, &cfg)
+	cfg := testsupport.Config(t)
+	testsupport.UseMachineNATS(t, &cfg)
 	dsn, dbName := testpg.NewDatabase(t, "svc")
 	cfg.DatabaseURL = dsn
 	cfg.Webhook = true
@@ -157,7 +158,7 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	var keys []db.JobKey
 	for i := range images {
 		tag := "v" + string(rune('1'+i))
-		img := pushImage(t, s.RegistryAddr(), "pg/app", tag, testLayerSize, testLayerSize)
+		img := testsupport.PushImage(t, s.RegistryAddr(), "pg/app", tag, testsupport.LayerSize, testsupport.LayerSize)
 		keys = append(keys, db.JobKey{Registry: s.RegistryAddr(), Repository: "pg/app", Digest: img.Digest.String(), Tag: tag})
 	}
 	wg.Wait() // all three outages have happened
@@ -167,7 +168,7 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	}
 	t.Logf("%d database connections killed", killed.Load())
 	for _, key := range keys {
-		waitJob(t, s.Store(), key, 60*time.Second, db.JobSucceeded)
+		testsupport.WaitJob(t, s.Store(), key, 60*time.Second, db.JobSucceeded)
 	}
 	stats, err := s.Queue().Stats(context.Background())
 	if err != nil {
@@ -176,12 +177,12 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	if stats.DeadLetters != 0 {
 		t.Errorf("%d dead letters, want none", stats.DeadLetters)
 	}
-	repo, err := plainRepos(t)(context.Background(), s.RegistryAddr(), "pg/app")
+	repo, err := testsupport.PlainRepos(t)(context.Background(), s.RegistryAddr(), "pg/app")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range images {
-		if _, err := v2Index(context.Background(), repo, "v"+string(rune('1'+i))+"-soci"); err != nil {
+		if _, err := testsupport.V2Index(context.Background(), repo, "v"+string(rune('1'+i))+"-soci"); err != nil {
 			t.Errorf("image %d: %v", i, err)
 		}
 	}
@@ -190,18 +191,18 @@ func TestPostgresConnectionLoss(t *testing.T) {
 // TestShutdownDrains: cancelling the server while a job runs lets the job
 // finish within the grace period, then Run returns.
 func TestShutdownDrains(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	cfg.ShutdownGrace = 10 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := Start(ctx, cfg, testLogger(t))
+	s, err := Start(ctx, cfg, testsupport.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	gate := newLayerGate(1500 * time.Millisecond)
-	slow, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
+	slow, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +212,7 @@ func TestShutdownDrains(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
-	img := pushImage(t, s.RegistryAddr(), "drain/app", "v1", testLayerSize, testLayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), "drain/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 	select {
 	case <-gate.entered:
 	case <-time.After(20 * time.Second):
@@ -240,18 +241,18 @@ func TestShutdownDrains(t *testing.T) {
 // TestShutdownPastGraceHandsJobBack: a job longer than the grace period is
 // cut short and handed back to the queue, not failed.
 func TestShutdownPastGraceHandsJobBack(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	cfg.ShutdownGrace = 500 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := Start(ctx, cfg, testLogger(t))
+	s, err := Start(ctx, cfg, testsupport.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	gate := newLayerGate(time.Hour)
-	stuck, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
+	stuck, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +261,7 @@ func TestShutdownPastGraceHandsJobBack(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	img := pushImage(t, s.RegistryAddr(), "cut/app", "v1", testLayerSize, testLayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), "cut/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 	select {
 	case <-gate.entered:
 	case <-time.After(20 * time.Second):

@@ -14,6 +14,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -40,12 +41,12 @@ type multiPlatformArtifacts struct {
 // can wait for (or run) its indexing.
 func pushSharingImages(t *testing.T, registry, repository string, indexed func(img ocispec.Descriptor, tag string)) (gone, kept ocispec.Descriptor, platforms []ocispec.Descriptor) {
 	t.Helper()
-	seeds := newSeeds(3)
+	seeds := testsupport.NewSeeds(3)
 	gone, platforms = pushMultiPlatformSeeds(t, registry, repository, "v1", seeds[:2])
 	indexed(gone, "v1")
 	// A second layer of its own: a manifest equal to gone's amd64 one would
 	// be that platform manifest, not another image.
-	kept = pushImageSeeds(t, registry, repository, "v2", []uint64{seeds[0], seeds[2]}, []int64{testLayerSize, testLayerSize})
+	kept = testsupport.PushImageSeeds(t, registry, repository, "v2", []uint64{seeds[0], seeds[2]}, []int64{testsupport.LayerSize, testsupport.LayerSize})
 	indexed(kept, "v2")
 	return gone, kept, platforms
 }
@@ -77,23 +78,23 @@ func recordArtifacts(t *testing.T, repo *remote.Repository, store service.Store,
 	}
 	if v&index.V1 != 0 {
 		for _, p := range platforms {
-			refs := v1Indexes(t, registry, repository, p)
+			refs := testsupport.V1Indexes(t, registry, repository, p)
 			if len(refs) != 1 {
 				t.Fatalf("%d v1 indexes of %s, want 1", len(refs), p.Digest)
 			}
 			a.socis = append(a.socis, refs...)
 		}
 	}
-	keptZtocs, err := v2Index(ctx, repo, "v2-soci")
+	keptZtocs, err := testsupport.V2Index(ctx, repo, "v2-soci")
 	if err != nil {
 		t.Fatalf("no v2 index of the other image: %v", err)
 	}
 	shared := map[digest.Digest]bool{}
-	for _, z := range ztocsOf(t, repo, keptZtocs[0]) {
+	for _, z := range testsupport.ZTOCs(t, repo, keptZtocs[0]) {
 		shared[z.Digest] = true
 	}
 	for _, s := range a.socis[:2] {
-		for _, z := range ztocsOf(t, repo, s) {
+		for _, z := range testsupport.ZTOCs(t, repo, s) {
 			if shared[z.Digest] {
 				a.sharedZtoc = z
 			} else {
@@ -153,7 +154,7 @@ func (a multiPlatformArtifacts) goneProblem(ctx context.Context, repo *remote.Re
 	}
 
 	// The other image keeps its v2 index and the zTOC it shares.
-	if _, err := v2Index(ctx, repo, "v2-soci"); err != nil {
+	if _, err := testsupport.V2Index(ctx, repo, "v2-soci"); err != nil {
 		return fmt.Errorf("the other image's v2 index went too: %w", err)
 	}
 	if ok, err := repo.Blobs().Exists(ctx, a.sharedZtoc); !ok || err != nil {
@@ -177,22 +178,22 @@ func TestDeleteMultiPlatformRemovesArtifacts(t *testing.T) {
 				var store service.Store
 				if backend == "postgres" {
 					dsn, _ := testpg.NewDatabase(t, "svc")
-					store = openStore(t, dsn)
+					store = testsupport.OpenStore(t, dsn)
 				} else {
-					store = newSQLite(t)
+					store = testsupport.NewSQLite(t)
 				}
-				reg := startRegistry(t, "", "")
+				reg := testsupport.StartRegistry(t, "", "")
 				ctx := context.Background()
 				const repository = "gc/multi"
 				w := newTestWorker(t, store, 128<<10, v)
 				// Only the image index's job runs: the platform manifests'
 				// own jobs would give them indexes of their own with Both.
 				gone, _, platforms := pushSharingImages(t, reg.Addr(), repository, func(img ocispec.Descriptor, tag string) {
-					if err := w.Process(ctx, pushJob(reg.Addr(), repository, tag, img), false); err != nil {
+					if err := w.Process(ctx, testsupport.PushJob(reg.Addr(), repository, tag, img), false); err != nil {
 						t.Fatal(err)
 					}
 				})
-				repo, err := plainRepos(t)(ctx, reg.Addr(), repository)
+				repo, err := testsupport.PlainRepos(t)(ctx, reg.Addr(), repository)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -226,11 +227,11 @@ func TestDeleteMultiPlatformRemovesArtifacts(t *testing.T) {
 func TestDeleteEventRemovesMultiPlatformArtifacts(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			cfg := testConfig(t)
+			cfg := testsupport.Config(t)
 			cfg.RegistryListen = "127.0.0.1:0"
 			cfg.IndexVersion = "v2"
 			if backend == "postgres" {
-				useMachineNATS(t, &cfg)
+				testsupport.UseMachineNATS(t, &cfg)
 				cfg.DatabaseURL, _ = testpg.NewDatabase(t, "svc")
 				cfg.Webhook = true
 				cfg.WebhookSecret = "test-secret"
@@ -240,9 +241,9 @@ func TestDeleteEventRemovesMultiPlatformArtifacts(t *testing.T) {
 			const repository = "gc/events"
 			gone, _, platforms := pushSharingImages(t, s.RegistryAddr(), repository, func(img ocispec.Descriptor, tag string) {
 				key := db.JobKey{Registry: s.RegistryAddr(), Repository: repository, Digest: img.Digest.String(), Tag: tag}
-				waitJob(t, s.Store(), key, 30*time.Second, db.JobSucceeded)
+				testsupport.WaitJob(t, s.Store(), key, 30*time.Second, db.JobSucceeded)
 			})
-			repo, err := plainRepos(t)(ctx, s.RegistryAddr(), repository)
+			repo, err := testsupport.PlainRepos(t)(ctx, s.RegistryAddr(), repository)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,7 +252,7 @@ func TestDeleteEventRemovesMultiPlatformArtifacts(t *testing.T) {
 			if err := repo.Manifests().Delete(ctx, gone); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, "the deleted image's artifacts to go", func() (bool, error) {
+			testsupport.WaitFor(t, 30*time.Second, "the deleted image's artifacts to go", func() (bool, error) {
 				err := before.goneProblem(ctx, repo, s.Store())
 				return err == nil, err
 			})

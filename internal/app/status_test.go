@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/soci-indexer/soci-indexer/internal/datadir"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/status"
 )
@@ -21,7 +22,7 @@ import (
 // TestStatusAPI: the all-in-one server generates status.token (not the
 // webhook's) and serves /status/api/v1/ behind it.
 func TestStatusAPI(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
 	s := startServer(t, cfg)
 
@@ -34,9 +35,9 @@ func TestStatusAPI(t *testing.T) {
 		t.Fatalf("status token %q, server %q, webhook %q", token, s.StatusToken(), s.WebhookSecret())
 	}
 
-	img := pushImage(t, s.RegistryAddr(), "demo/app", "v1", testLayerSize, testLayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), "demo/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
 	key := db.JobKey{Registry: s.RegistryAddr(), Repository: "demo/app", Digest: img.Digest.String(), Tag: "v1"}
-	waitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded, db.JobFailed, db.JobSkipped)
+	testsupport.WaitJob(t, s.Store(), key, 20*time.Second, db.JobSucceeded, db.JobFailed, db.JobSkipped)
 
 	get := func(path, tok string) *http.Response {
 		req, err := http.NewRequest(http.MethodGet, "http://"+s.Addr()+path, nil)

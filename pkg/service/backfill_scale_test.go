@@ -11,6 +11,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/regfill"
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
@@ -54,22 +55,22 @@ func (c *cancelAfter) Publish(ctx context.Context, job queue.Job) (queue.Publish
 func TestBackfillResumesAndEnqueuesOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	reg := startRegistry(t, "", "")
+	reg := testsupport.StartRegistry(t, "", "")
 	const repos, tags = 200, 3
 	if n, err := regfill.Fill(ctx, regfill.Options{Registry: reg.Addr(), Repositories: repos, Tags: tags, Prefix: "bf"}); err != nil || n != repos*tags {
 		t.Fatalf("fill: %d manifests, %v", n, err)
 	}
 	dsn, _ := testpg.NewDatabase(t, "soci_backfill")
-	store := openStore(t, dsn)
-	cfg := testConfig(t)
-	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
-	q, _ := newTestQueue(t, cfg)
+	store := testsupport.OpenStore(t, dsn)
+	cfg := testsupport.Config(t)
+	cfg.NATSURL = testsupport.NewEmbeddedNATS(t).ClientURL()
+	q, _ := testsupport.NewQueue(t, cfg)
 	rt := &countingTransport{next: http.DefaultTransport}
-	repoFunc, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: rt})
+	repoFunc, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []BackfillOption{WithBackfillPageSize(20), WithBackfillConcurrency(4), WithBackfillLogger(testLogger(t))}
+	opts := []BackfillOption{WithBackfillPageSize(20), WithBackfillConcurrency(4), WithBackfillLogger(testsupport.Logger(t))}
 	host := reg.Addr()
 	messages := func() uint64 {
 		t.Helper()
@@ -141,21 +142,21 @@ func TestBackfillResumesAndEnqueuesOnce(t *testing.T) {
 func TestBackfillRate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	reg := startRegistry(t, "", "")
+	reg := testsupport.StartRegistry(t, "", "")
 	if _, err := regfill.Fill(ctx, regfill.Options{Registry: reg.Addr(), Repositories: 2, Tags: 5, Prefix: "rate"}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t)
-	cfg.NATSURL = newEmbeddedNATS(t).ClientURL()
-	q, _ := newTestQueue(t, cfg)
+	cfg := testsupport.Config(t)
+	cfg.NATSURL = testsupport.NewEmbeddedNATS(t).ClientURL()
+	q, _ := testsupport.NewQueue(t, cfg)
 	rt := &countingTransport{next: http.DefaultTransport}
-	repoFunc, err := repositoryFunc(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: rt})
+	repoFunc, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: func(string) bool { return true }, Transport: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const rps = 20
 	start := time.Now()
-	stats, err := NewBackfiller(repoFunc, newSQLite(t), q, WithBackfillRate(rps), WithBackfillConcurrency(4)).Run(ctx, reg.Addr())
+	stats, err := NewBackfiller(repoFunc, testsupport.NewSQLite(t), q, WithBackfillRate(rps), WithBackfillConcurrency(4)).Run(ctx, reg.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"oras.land/oras-go/v2/errdef"
 
-	"github.com/soci-indexer/soci-indexer/internal/demoimage"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -49,15 +49,15 @@ func tagKey(registry, repository string, img ocispec.Descriptor, tag string) db.
 // b-soci only; a backfill right after finds every tag indexed and enqueues
 // nothing.
 func TestTagsOfOneImage(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
 	m := NewMetrics()
 	w := newTestWorker(t, store, 128<<10, index.V2)
 	w.metrics = m
 	ctx := context.Background()
 	const repository = "tags/app"
-	img := pushImage(t, reg.Addr(), repository, "a", testLayerSize, testLayerSize)
-	repo, err := plainRepos(t)(ctx, reg.Addr(), repository)
+	img := testsupport.PushImage(t, reg.Addr(), repository, "a", testsupport.LayerSize, testsupport.LayerSize)
+	repo, err := testsupport.PlainRepos(t)(ctx, reg.Addr(), repository)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestTagsOfOneImage(t *testing.T) {
 		if err := repo.Tag(ctx, img, tag); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Process(ctx, pushJob(reg.Addr(), repository, tag, img), false); err != nil {
+		if err := w.Process(ctx, testsupport.PushJob(reg.Addr(), repository, tag, img), false); err != nil {
 			t.Fatalf("push under %s: %v", tag, err)
 		}
 	}
@@ -123,7 +123,7 @@ func TestTagsOfOneImage(t *testing.T) {
 	}
 
 	pub := &recordingPublisher{}
-	stats, err := NewBackfiller(plainRepos(t), store, pub, WithIndexedBy(w)).Run(ctx, reg.Addr()+"/"+repository)
+	stats, err := NewBackfiller(testsupport.PlainRepos(t), store, pub, WithIndexedBy(w)).Run(ctx, reg.Addr()+"/"+repository)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +138,12 @@ func TestTagsOfOneImage(t *testing.T) {
 // duplicate, not an enqueued job, and an image with no record is never
 // counted as indexed.
 func TestBackfillCountsDuplicatesApart(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
-	img := pushImage(t, reg.Addr(), "dups/app", "v1", testLayerSize)
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
+	img := testsupport.PushImage(t, reg.Addr(), "dups/app", "v1", testsupport.LayerSize)
 	ctx := context.Background()
 	pub := &recordingPublisher{}
-	b := NewBackfiller(plainRepos(t), store, pub)
+	b := NewBackfiller(testsupport.PlainRepos(t), store, pub)
 	first, err := b.Run(ctx, reg.Addr()+"/dups/app")
 	if err != nil {
 		t.Fatal(err)
@@ -160,35 +160,15 @@ func TestBackfillCountsDuplicatesApart(t *testing.T) {
 	}
 }
 
-// pushTruncatedGzipImage pushes an image whose one layer is a valid gzip
-// stream cut in the middle (demoimage.TruncatedLayer): the registry holds
-// every byte its descriptor names, and the content is still corrupt.
-func pushTruncatedGzipImage(t *testing.T, registry, repository, tag string) ocispec.Descriptor {
-	t.Helper()
-	repo, err := plainRepos(t)(context.Background(), registry, repository)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer, err := demoimage.TruncatedLayer(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := demoimage.Push(context.Background(), repo, tag, []demoimage.Layer{layer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return desc
-}
-
 // TestTruncatedGzipFailsOnFirstDelivery: a truncated gzip layer (every
 // byte there, digest verified) fails for good on its first delivery, with
 // its reason, although its error wraps io.ErrUnexpectedEOF.
 func TestTruncatedGzipFailsOnFirstDelivery(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
-	img := pushTruncatedGzipImage(t, reg.Addr(), "trunc/app", "v1")
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
+	img := testsupport.PushTruncatedGzipImage(t, reg.Addr(), "trunc/app", "v1")
 	w := newTestWorker(t, store, 128<<10, index.V2)
-	err := w.Process(context.Background(), pushJob(reg.Addr(), "trunc/app", "v1", img), false)
+	err := w.Process(context.Background(), testsupport.PushJob(reg.Addr(), "trunc/app", "v1", img), false)
 	if !errors.Is(err, queue.ErrPermanent) || !errors.Is(err, index.ErrCorruptLayer) {
 		t.Fatalf("first delivery: %v, want a permanent corrupt-layer error", err)
 	}
@@ -204,16 +184,16 @@ func TestTruncatedGzipFailsOnFirstDelivery(t *testing.T) {
 // TestRegistryAllowList: a worker refuses a job for a host outside its
 // allow-list, and records why; an allowed host is indexed.
 func TestRegistryAllowList(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
-	img := pushImage(t, reg.Addr(), "allow/app", "v1", testLayerSize)
-	w := NewWorker(plainRepos(t), store, WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0)),
-		WithAllowedRegistries("registry.example:5000", strings.ToUpper(reg.Addr())), WithLogger(testLogger(t)))
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
+	img := testsupport.PushImage(t, reg.Addr(), "allow/app", "v1", testsupport.LayerSize)
+	w := NewWorker(testsupport.PlainRepos(t), store, WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0)),
+		WithAllowedRegistries("registry.example:5000", strings.ToUpper(reg.Addr())), WithLogger(testsupport.Logger(t)))
 	ctx := context.Background()
-	if err := w.Process(ctx, pushJob(reg.Addr(), "allow/app", "v1", img), false); err != nil {
+	if err := w.Process(ctx, testsupport.PushJob(reg.Addr(), "allow/app", "v1", img), false); err != nil {
 		t.Fatalf("allowed host: %v", err)
 	}
-	evil := pushJob("evil.example:5000", "allow/app", "v1", img)
+	evil := testsupport.PushJob("evil.example:5000", "allow/app", "v1", img)
 	err := w.Process(ctx, evil, false)
 	if !errors.Is(err, queue.ErrPermanent) || !errors.Is(err, ErrRegistryNotAllowed) {
 		t.Fatalf("host outside the allow-list: %v, want a permanent ErrRegistryNotAllowed", err)
@@ -228,9 +208,9 @@ func TestRegistryAllowList(t *testing.T) {
 // worker that died (the process exited between Start and the outcome) is
 // closed as abandoned when the job is delivered again and succeeds.
 func TestAbandonedAttemptClosedOnRedelivery(t *testing.T) {
-	reg := startRegistry(t, "", "")
+	reg := testsupport.StartRegistry(t, "", "")
 	dsn, _ := testpg.NewDatabase(t, "svc")
-	img := pushImage(t, reg.Addr(), "dead/app", "v1", testLayerSize)
+	img := testsupport.PushImage(t, reg.Addr(), "dead/app", "v1", testsupport.LayerSize)
 	key := tagKey(reg.Addr(), "dead/app", img, "v1")
 	ctx := context.Background()
 	// The dead worker: its own store (its own connections), closed with an
@@ -244,9 +224,9 @@ func TestAbandonedAttemptClosedOnRedelivery(t *testing.T) {
 	}
 	dead.Close()
 
-	store := openStore(t, dsn)
+	store := testsupport.OpenStore(t, dsn)
 	w := newTestWorker(t, store, 128<<10, index.V2)
-	if err := w.Process(ctx, pushJob(reg.Addr(), "dead/app", "v1", img), false); err != nil {
+	if err := w.Process(ctx, testsupport.PushJob(reg.Addr(), "dead/app", "v1", img), false); err != nil {
 		t.Fatal(err)
 	}
 	attempts, err := store.Attempts(ctx, key)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 )
 
@@ -32,10 +33,10 @@ func gaugeValues(t *testing.T, m *Metrics) map[string]float64 {
 // TestQueueMetrics: the queue gauges report the real JetStream state at
 // scrape time, and queue_up drops to 0 when NATS is gone.
 func TestQueueMetrics(t *testing.T) {
-	ns := newEmbeddedNATS(t)
-	cfg := testConfig(t)
+	ns := testsupport.NewEmbeddedNATS(t)
+	cfg := testsupport.Config(t)
 	cfg.NATSURL = ns.ClientURL()
-	q, _ := newTestQueue(t, cfg)
+	q, _ := testsupport.NewQueue(t, cfg)
 	m := NewMetrics()
 	m.WatchQueue(q.Stats)
 

@@ -16,6 +16,7 @@ import (
 	"oras.land/oras-go/v2/content"
 
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -63,12 +64,12 @@ func dockerCopy(t *testing.T, ctx context.Context, repo oras.Target, oci ocispec
 // index with annotations, copied as is) write them all get a SOCI index per
 // platform.
 func TestToolShapedImageIndexesAreIndexed(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
 	w := newTestWorker(t, store, 128<<10, index.V2)
 	ctx := context.Background()
 	const repository = "shapes/app"
-	repo, err := plainRepos(t)(ctx, reg.Addr(), repository)
+	repo, err := testsupport.PlainRepos(t)(ctx, reg.Addr(), repository)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func TestToolShapedImageIndexesAreIndexed(t *testing.T) {
 		"crane": func() (string, []byte) {
 			var ms []ocispec.Descriptor
 			for i, p := range platforms {
-				d := pushImage(t, reg.Addr(), repository, "", testLayerSize)
+				d := testsupport.PushImage(t, reg.Addr(), repository, "", testsupport.LayerSize)
 				d.ArtifactType = ocispec.MediaTypeImageConfig
 				d.Platform = &platforms[i]
 				_ = p
@@ -90,7 +91,7 @@ func TestToolShapedImageIndexesAreIndexed(t *testing.T) {
 		"skopeo": func() (string, []byte) {
 			var ms []ocispec.Descriptor
 			for i := range platforms {
-				d := dockerCopy(t, ctx, repo, pushImage(t, reg.Addr(), repository, "", testLayerSize))
+				d := dockerCopy(t, ctx, repo, testsupport.PushImage(t, reg.Addr(), repository, "", testsupport.LayerSize))
 				d.Platform = &platforms[i]
 				ms = append(ms, d)
 			}
@@ -104,7 +105,7 @@ func TestToolShapedImageIndexesAreIndexed(t *testing.T) {
 		"oras": func() (string, []byte) {
 			var ms []ocispec.Descriptor
 			for i := range platforms {
-				d := pushImage(t, reg.Addr(), repository, "", testLayerSize)
+				d := testsupport.PushImage(t, reg.Addr(), repository, "", testsupport.LayerSize)
 				d.Platform = &platforms[i]
 				d.Annotations = map[string]string{ocispec.AnnotationCreated: "2026-12-01T00:00:00Z"}
 				ms = append(ms, d)
@@ -123,14 +124,14 @@ func TestToolShapedImageIndexesAreIndexed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Process(ctx, pushJob(reg.Addr(), repository, name, img), false); err != nil {
+			if err := w.Process(ctx, testsupport.PushJob(reg.Addr(), repository, name, img), false); err != nil {
 				t.Fatal(err)
 			}
 			job, err := store.Get(ctx, tagKey(reg.Addr(), repository, img, name))
 			if err != nil || job.Status != db.JobSucceeded {
 				t.Fatalf("job %+v, %v; want succeeded", job, err)
 			}
-			socis, err := v2Index(ctx, repo, name+"-soci")
+			socis, err := testsupport.V2Index(ctx, repo, name+"-soci")
 			if err != nil || len(socis) != len(platforms) {
 				t.Fatalf("%s-soci: %d SOCI indexes, %v; want one per platform", name, len(socis), err)
 			}
@@ -142,7 +143,7 @@ func TestToolShapedImageIndexesAreIndexed(t *testing.T) {
 // and referrers locks) on 16 images, each pushed under two tags, on a lock
 // pool of 4 connections, all finish.
 func TestManyWorkersFewLockConnections(t *testing.T) {
-	reg := startRegistry(t, "", "")
+	reg := testsupport.StartRegistry(t, "", "")
 	dsn, _ := testpg.NewDatabase(t, "svc")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -151,15 +152,15 @@ func TestManyWorkersFewLockConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	w := NewWorker(plainRepos(t), store,
+	w := NewWorker(testsupport.PlainRepos(t), store,
 		WithBuildOptions(index.WithSpanSize(128<<10), index.WithMinLayerSize(0)),
-		WithIndexVersion(index.V1|index.V2), WithLogger(testLogger(t)), WithLockWait(2*time.Minute))
+		WithIndexVersion(index.V1|index.V2), WithLogger(testsupport.Logger(t)), WithLockWait(2*time.Minute))
 	const images, workers = 16, 32
 	jobs := make(chan queue.Job, 2*images)
 	var keys []db.JobKey
 	for i := range images {
-		img := pushImage(t, reg.Addr(), "many/app", fmt.Sprint("a", i), 64<<10)
-		repo, err := plainRepos(t)(ctx, reg.Addr(), "many/app")
+		img := testsupport.PushImage(t, reg.Addr(), "many/app", fmt.Sprint("a", i), 64<<10)
+		repo, err := testsupport.PlainRepos(t)(ctx, reg.Addr(), "many/app")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +168,7 @@ func TestManyWorkersFewLockConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tag := range []string{fmt.Sprint("a", i), fmt.Sprint("b", i)} {
-			jobs <- pushJob(reg.Addr(), "many/app", tag, img)
+			jobs <- testsupport.PushJob(reg.Addr(), "many/app", tag, img)
 			keys = append(keys, tagKey(reg.Addr(), "many/app", img, tag))
 		}
 	}
@@ -202,10 +203,10 @@ func TestManyWorkersFewLockConnections(t *testing.T) {
 // stores (two processes' lock sessions) on one Postgres; over 50 images,
 // every image lists both v1 indexes among its referrers.
 func TestTwoHostNamesLoseNoReferrer(t *testing.T) {
-	reg := startRegistry(t, "", "")
+	reg := testsupport.StartRegistry(t, "", "")
 	dsn, _ := testpg.NewDatabase(t, "svc")
 	ctx := context.Background()
-	stores := []Store{openStore(t, dsn), openStore(t, dsn)}
+	stores := []Store{testsupport.OpenStore(t, dsn), testsupport.OpenStore(t, dsn)}
 	_, port, err := splitHostPort(reg.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +214,7 @@ func TestTwoHostNamesLoseNoReferrer(t *testing.T) {
 	hosts := []string{reg.Addr(), "localhost:" + port}
 	const runs = 50
 	for run := range runs {
-		img := pushImage(t, reg.Addr(), "hosts/app", "", 32<<10)
+		img := testsupport.PushImage(t, reg.Addr(), "hosts/app", "", 32<<10)
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		for i, host := range hosts {
@@ -221,7 +222,7 @@ func TestTwoHostNamesLoseNoReferrer(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				errs[i] = func() error {
-					repo, err := plainRepos(t)(ctx, host, "hosts/app")
+					repo, err := testsupport.PlainRepos(t)(ctx, host, "hosts/app")
 					if err != nil {
 						return err
 					}
@@ -240,7 +241,7 @@ func TestTwoHostNamesLoseNoReferrer(t *testing.T) {
 		if err := errors.Join(errs...); err != nil {
 			t.Fatalf("run %d: %v", run, err)
 		}
-		if refs := v1Indexes(t, reg.Addr(), "hosts/app", img); len(refs) != 2 {
+		if refs := testsupport.V1Indexes(t, reg.Addr(), "hosts/app", img); len(refs) != 2 {
 			t.Fatalf("run %d: %d v1 indexes among the referrers, want 2 (a referrer was lost)", run, len(refs))
 		}
 	}

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -10,12 +9,10 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"oras.land/oras-go/v2"
-	"oras.land/oras-go/v2/content"
 
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/index"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
@@ -25,26 +22,22 @@ import (
 // and no minimum layer size.
 func newTestWorker(t *testing.T, store Store, spanSize int64, v index.IndexVersion) *Worker {
 	t.Helper()
-	return NewWorker(plainRepos(t), store,
-		WithBuildOptions(index.WithSpanSize(spanSize), index.WithMinLayerSize(0)),
-		WithOptionsIdentity("span="+digest.FromString(string(rune(spanSize))).Encoded()[:8]),
+	build, identity := testsupport.WorkerBuild(spanSize)
+	return NewWorker(testsupport.PlainRepos(t), store,
+		WithBuildOptions(build...),
+		WithOptionsIdentity(identity),
 		WithIndexVersion(v),
-		WithLogger(testLogger(t)),
+		WithLogger(testsupport.Logger(t)),
 	)
-}
-
-func pushJob(registry, repository, tag string, desc ocispec.Descriptor) queue.Job {
-	return queue.Job{Source: "test", Registry: registry, Repository: repository, Digest: desc.Digest.String(),
-		Tag: tag, MediaType: desc.MediaType, Action: queue.ActionPush, ReceivedAt: time.Now()}
 }
 
 // TestTwoWorkersOneImage: workers racing on one image make one index, and
 // workers with different options racing on one image lose no referrer.
 func TestTwoWorkersOneImage(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
-	img := pushImage(t, reg.Addr(), "race/app", "v1", testLayerSize, testLayerSize)
-	job := pushJob(reg.Addr(), "race/app", "v1", img)
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
+	img := testsupport.PushImage(t, reg.Addr(), "race/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
+	job := testsupport.PushJob(reg.Addr(), "race/app", "v1", img)
 
 	run := func(workers ...*Worker) []error {
 		errs := make([]error, len(workers))
@@ -66,7 +59,7 @@ func TestTwoWorkersOneImage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if refs := v1Indexes(t, reg.Addr(), "race/app", img); len(refs) != 1 {
+	if refs := testsupport.V1Indexes(t, reg.Addr(), "race/app", img); len(refs) != 1 {
 		t.Fatalf("same options: %d v1 indexes, want 1", len(refs))
 	}
 	succeeded := testutil.ToFloat64(m.jobs.WithLabelValues("push", string(OutcomeSucceeded)))
@@ -81,7 +74,7 @@ func TestTwoWorkersOneImage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if refs := v1Indexes(t, reg.Addr(), "race/app", img); len(refs) != 3 {
+	if refs := testsupport.V1Indexes(t, reg.Addr(), "race/app", img); len(refs) != 3 {
 		t.Fatalf("three option sets: %d v1 indexes in the referrers list, want 3 (a referrer was lost)", len(refs))
 	}
 	key := db.JobKey{Registry: reg.Addr(), Repository: "race/app", Digest: img.Digest.String(), Tag: "v1"}
@@ -93,14 +86,14 @@ func TestTwoWorkersOneImage(t *testing.T) {
 // TestOwnArtifactsAreSkipped: the artifacts a build pushes come back as
 // events; they must not be indexed, nor recorded as jobs.
 func TestOwnArtifactsAreSkipped(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
-	img := pushImage(t, reg.Addr(), "own/app", "v1", testLayerSize)
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
+	img := testsupport.PushImage(t, reg.Addr(), "own/app", "v1", testsupport.LayerSize)
 	w := newTestWorker(t, store, 128<<10, index.Both)
-	if err := w.Process(context.Background(), pushJob(reg.Addr(), "own/app", "v1", img), false); err != nil {
+	if err := w.Process(context.Background(), testsupport.PushJob(reg.Addr(), "own/app", "v1", img), false); err != nil {
 		t.Fatal(err)
 	}
-	repo, err := plainRepos(t)(context.Background(), reg.Addr(), "own/app")
+	repo, err := testsupport.PlainRepos(t)(context.Background(), reg.Addr(), "own/app")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +111,7 @@ func TestOwnArtifactsAreSkipped(t *testing.T) {
 			own[desc.Digest.String()] = true
 		}
 	}
-	soci := v1Indexes(t, reg.Addr(), "own/app", img)
+	soci := testsupport.V1Indexes(t, reg.Addr(), "own/app", img)
 	for _, d := range soci {
 		own[d.Digest.String()] = true
 	}
@@ -135,51 +128,19 @@ func TestOwnArtifactsAreSkipped(t *testing.T) {
 			t.Errorf("own artifact %s got a job record: %+v (err %v)", d, recs, err)
 		}
 	}
-	if refs := v1Indexes(t, reg.Addr(), "own/app", img); len(refs) != 1 {
+	if refs := testsupport.V1Indexes(t, reg.Addr(), "own/app", img); len(refs) != 1 {
 		t.Errorf("%d v1 indexes after replaying our own events, want 1", len(refs))
 	}
-}
-
-// pushCorruptImage pushes an image whose only layer claims to be gzip but
-// is not.
-func pushCorruptImage(t *testing.T, registry, repository, tag string) ocispec.Descriptor {
-	t.Helper()
-	ctx := context.Background()
-	repo, err := plainRepos(t)(ctx, registry, repository)
-	if err != nil {
-		t.Fatal(err)
-	}
-	garbage := bytes.Repeat([]byte("this is not gzip "), 64<<10)
-	layer := content.NewDescriptorFromBytes(ocispec.MediaTypeImageLayerGzip, garbage)
-	if err := repo.Push(ctx, layer, bytes.NewReader(garbage)); err != nil {
-		t.Fatal(err)
-	}
-	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
-	configDesc, err := oras.PushBytes(ctx, repo, ocispec.MediaTypeImageConfig, config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
-		Config: configDesc, Layers: []ocispec.Descriptor{layer}}
-	body, err := jsonMarshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := oras.TagBytes(ctx, repo, ocispec.MediaTypeImageManifest, body, tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return desc
 }
 
 // TestCorruptLayerFailsForGood: a layer that is not what its media type
 // says fails the job permanently with the reason kept.
 func TestCorruptLayerFailsForGood(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
-	img := pushCorruptImage(t, reg.Addr(), "bad/app", "v1")
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
+	img := testsupport.PushCorruptImage(t, reg.Addr(), "bad/app", "v1")
 	w := newTestWorker(t, store, 128<<10, index.V2)
-	err := w.Process(context.Background(), pushJob(reg.Addr(), "bad/app", "v1", img), false)
+	err := w.Process(context.Background(), testsupport.PushJob(reg.Addr(), "bad/app", "v1", img), false)
 	if !errors.Is(err, queue.ErrPermanent) {
 		t.Fatalf("Process = %v, want a permanent error", err)
 	}
@@ -195,8 +156,8 @@ func TestCorruptLayerFailsForGood(t *testing.T) {
 // TestManifestGoneFails: a job for a manifest that no longer exists fails
 // without retries.
 func TestManifestGoneFails(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	w := newTestWorker(t, newSQLite(t), 128<<10, index.V2)
+	reg := testsupport.StartRegistry(t, "", "")
+	w := newTestWorker(t, testsupport.NewSQLite(t), 128<<10, index.V2)
 	job := queue.Job{Registry: reg.Addr(), Repository: "gone/app", Action: queue.ActionPush,
 		Digest: digest.FromString("nothing").String(), Tag: "v1"}
 	err := w.Process(context.Background(), job, false)
@@ -208,11 +169,11 @@ func TestManifestGoneFails(t *testing.T) {
 // TestSmallLayersAreSkipped: an image without a layer worth a zTOC is
 // skipped, not failed.
 func TestSmallLayersAreSkipped(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
-	img := pushImage(t, reg.Addr(), "small/app", "v1", 64<<10)
-	w := NewWorker(plainRepos(t), store, WithBuildOptions(index.WithMinLayerSize(10<<20)))
-	if err := w.Process(context.Background(), pushJob(reg.Addr(), "small/app", "v1", img), false); err != nil {
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
+	img := testsupport.PushImage(t, reg.Addr(), "small/app", "v1", 64<<10)
+	w := NewWorker(testsupport.PlainRepos(t), store, WithBuildOptions(index.WithMinLayerSize(10<<20)))
+	if err := w.Process(context.Background(), testsupport.PushJob(reg.Addr(), "small/app", "v1", img), false); err != nil {
 		t.Fatal(err)
 	}
 	job, err := store.Get(context.Background(), db.JobKey{Registry: reg.Addr(), Repository: "small/app", Digest: img.Digest.String(), Tag: "v1"})
@@ -225,31 +186,31 @@ func TestSmallLayersAreSkipped(t *testing.T) {
 // the referrers tag), its v2 image index and tag, and the zTOCs only it
 // used; zTOCs another image uses stay.
 func TestDeleteRemovesArtifacts(t *testing.T) {
-	reg := startRegistry(t, "", "")
-	store := newSQLite(t)
+	reg := testsupport.StartRegistry(t, "", "")
+	store := testsupport.NewSQLite(t)
 	ctx := context.Background()
 	w := newTestWorker(t, store, 128<<10, index.Both)
 	// Two images sharing their first layer.
 	seeds := []uint64{uint64(time.Now().UnixNano()), uint64(time.Now().UnixNano()) + 1, uint64(time.Now().UnixNano()) + 2}
-	gone := pushImageSeeds(t, reg.Addr(), "gc/app", "v1", seeds[:2], []int64{testLayerSize, testLayerSize})
-	kept := pushImageSeeds(t, reg.Addr(), "gc/app", "v2", []uint64{seeds[0], seeds[2]}, []int64{testLayerSize, testLayerSize})
+	gone := testsupport.PushImageSeeds(t, reg.Addr(), "gc/app", "v1", seeds[:2], []int64{testsupport.LayerSize, testsupport.LayerSize})
+	kept := testsupport.PushImageSeeds(t, reg.Addr(), "gc/app", "v2", []uint64{seeds[0], seeds[2]}, []int64{testsupport.LayerSize, testsupport.LayerSize})
 	for tag, img := range map[string]ocispec.Descriptor{"v1": gone, "v2": kept} {
-		if err := w.Process(ctx, pushJob(reg.Addr(), "gc/app", tag, img), false); err != nil {
+		if err := w.Process(ctx, testsupport.PushJob(reg.Addr(), "gc/app", tag, img), false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	repo, err := plainRepos(t)(ctx, reg.Addr(), "gc/app")
+	repo, err := testsupport.PlainRepos(t)(ctx, reg.Addr(), "gc/app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1 := v1Indexes(t, reg.Addr(), "gc/app", gone)
+	v1 := testsupport.V1Indexes(t, reg.Addr(), "gc/app", gone)
 	if len(v1) != 1 {
 		t.Fatalf("%d v1 indexes before the delete", len(v1))
 	}
-	if _, err := v2Index(ctx, repo, "v1-soci"); err != nil {
+	if _, err := testsupport.V2Index(ctx, repo, "v1-soci"); err != nil {
 		t.Fatalf("no v2 index before the delete: %v", err)
 	}
-	ztocs := ztocsOf(t, repo, v1[0])
+	ztocs := testsupport.ZTOCs(t, repo, v1[0])
 
 	// The registry deletes the image, and sends the event.
 	if err := repo.Manifests().Delete(ctx, gone); err != nil {
@@ -266,10 +227,10 @@ func TestDeleteRemovesArtifacts(t *testing.T) {
 	if _, err := repo.Resolve(ctx, "sha256-"+gone.Digest.Encoded()); err == nil {
 		t.Error("referrers tag still in the registry")
 	}
-	if _, err := v2Index(ctx, repo, "v1-soci"); err == nil {
+	if _, err := testsupport.V2Index(ctx, repo, "v1-soci"); err == nil {
 		t.Error("v2 tag v1-soci still in the registry")
 	}
-	if _, err := v2Index(ctx, repo, "v2-soci"); err != nil {
+	if _, err := testsupport.V2Index(ctx, repo, "v2-soci"); err != nil {
 		t.Errorf("the other image's v2 index went too: %v", err)
 	}
 	shared, only := ztocs[0], ztocs[1]
@@ -285,18 +246,4 @@ func TestDeleteRemovesArtifacts(t *testing.T) {
 	if _, err := store.Get(ctx, db.JobKey{Registry: reg.Addr(), Repository: "gc/app", Digest: gone.Digest.String(), Tag: "v1"}); !errors.Is(err, db.ErrJobNotFound) {
 		t.Errorf("job of the deleted image: %v, want not found", err)
 	}
-}
-
-// ztocsOf returns the zTOC descriptors of an index, in layer order.
-func ztocsOf(t *testing.T, repo content.Fetcher, idx ocispec.Descriptor) []ocispec.Descriptor {
-	t.Helper()
-	body, err := content.FetchAll(context.Background(), repo, idx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var i index.Index
-	if err := index.UnmarshalIndex(body, &i); err != nil {
-		t.Fatal(err)
-	}
-	return i.Blobs
 }
