@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/internal/testsupport"
@@ -188,36 +190,47 @@ func TestPostgresConnectionLoss(t *testing.T) {
 	}
 }
 
-// TestShutdownDrains: cancelling the server while a job runs lets the job
-// finish within the grace period, then Run returns.
-func TestShutdownDrains(t *testing.T) {
+// startMidLayer starts a server with the given shutdown grace whose
+// registry reads of a layer stall for hold, pushes an image to repository
+// and returns once its job has started a layer: the server, the image,
+// the cancel of Run's context and Run's result.
+func startMidLayer(t *testing.T, grace, hold time.Duration, repository string) (*Server, ocispec.Descriptor, context.CancelFunc, <-chan error) {
+	t.Helper()
 	cfg := testsupport.Config(t)
 	cfg.RegistryListen = "127.0.0.1:0"
-	cfg.ShutdownGrace = 10 * time.Second
+	cfg.ShutdownGrace = grace
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	s, err := Start(ctx, cfg, testsupport.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	gate := newLayerGate(1500 * time.Millisecond)
-	slow, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
+	t.Cleanup(func() { s.Close() })
+	gate := newLayerGate(hold)
+	gated, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.useRepositories(slow); err != nil {
+	if err := s.useRepositories(gated); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
-	img := testsupport.PushImage(t, s.RegistryAddr(), "drain/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
+	img := testsupport.PushImage(t, s.RegistryAddr(), repository, "v1", testsupport.LayerSize, testsupport.LayerSize)
 	select {
 	case <-gate.entered:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the job never started a layer")
 	}
+	return s, img, cancel, done
+}
+
+// TestShutdownDrains: cancelling the server while a job runs lets the job
+// finish within the grace period, then Run returns.
+func TestShutdownDrains(t *testing.T) {
+	const grace = 10 * time.Second
+	s, img, cancel, done := startMidLayer(t, grace, 1500*time.Millisecond, "drain/app")
 	cancel()
 	start := time.Now()
 	select {
@@ -225,7 +238,7 @@ func TestShutdownDrains(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(cfg.ShutdownGrace + 5*time.Second):
+	case <-time.After(grace + 5*time.Second):
 		t.Fatal("Run did not return within the grace period")
 	}
 	t.Logf("drained in %s", time.Since(start))
@@ -241,32 +254,7 @@ func TestShutdownDrains(t *testing.T) {
 // TestShutdownPastGraceHandsJobBack: a job longer than the grace period is
 // cut short and handed back to the queue, not failed.
 func TestShutdownPastGraceHandsJobBack(t *testing.T) {
-	cfg := testsupport.Config(t)
-	cfg.RegistryListen = "127.0.0.1:0"
-	cfg.ShutdownGrace = 500 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, err := Start(ctx, cfg, testsupport.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	gate := newLayerGate(time.Hour)
-	stuck, err := testsupport.Repositories(registryclient.Options{NoDockerConfig: true, ReferrersGC: true, PlainHTTPHost: s.plainHTTP, Transport: gate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.useRepositories(stuck); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	img := testsupport.PushImage(t, s.RegistryAddr(), "cut/app", "v1", testsupport.LayerSize, testsupport.LayerSize)
-	select {
-	case <-gate.entered:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the job never started a layer")
-	}
+	s, img, cancel, done := startMidLayer(t, 500*time.Millisecond, time.Hour, "cut/app")
 	cancel()
 	select {
 	case <-done:
