@@ -25,16 +25,21 @@ type decoded struct {
 	trailers []Trailer
 }
 
+// record notes a boundary and, with keepWindows, the window z reports at it.
+func (res *decoded) record(z *GzipReader, b Boundary, keepWindows bool) {
+	res.bounds = append(res.bounds, b)
+	if keepWindows {
+		var w [windowSize]byte
+		z.Window(&w)
+		res.windows = append(res.windows, w)
+	}
+}
+
 func decodeGzip(data []byte, keepWindows bool) (decoded, error) {
 	var res decoded
 	var z *GzipReader
 	z = NewGzipReader(bytes.NewReader(data), func(b Boundary) error {
-		res.bounds = append(res.bounds, b)
-		if keepWindows {
-			var w [windowSize]byte
-			z.Window(&w)
-			res.windows = append(res.windows, w)
-		}
+		res.record(z, b, keepWindows)
 		return nil
 	})
 	var buf bytes.Buffer
@@ -49,12 +54,7 @@ func decodeGzipChunks(data []byte, keepWindows bool, nbufs, size int) (decoded, 
 	var res decoded
 	var z *GzipReader
 	z = NewGzipReader(bytes.NewReader(data), func(b Boundary) error {
-		res.bounds = append(res.bounds, b)
-		if keepWindows {
-			var w [windowSize]byte
-			z.Window(&w)
-			res.windows = append(res.windows, w)
-		}
+		res.record(z, b, keepWindows)
 		return nil
 	})
 	bufs := make([][]byte, nbufs)
@@ -128,12 +128,7 @@ func decodeChunkInput(data []byte, keepWindows bool, size int) (decoded, error) 
 		held = append(held, c)
 		return c.buf, nil
 	}, func(b Boundary) error {
-		res.bounds = append(res.bounds, b)
-		if keepWindows {
-			var w [windowSize]byte
-			z.Window(&w)
-			res.windows = append(res.windows, w)
-		}
+		res.record(z, b, keepWindows)
 		// Chunks wholly before the byte holding this boundary are free to
 		// reuse: scribble over them.
 		for len(held) > 0 && held[0].end <= max(b.In-1, 0) {
