@@ -29,8 +29,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
@@ -40,6 +38,7 @@ import (
 	"github.com/soci-indexer/soci-indexer/internal/registryclient"
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/internal/testproc"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/db"
 	"github.com/soci-indexer/soci-indexer/pkg/queue"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
@@ -845,9 +844,9 @@ func TestHelmChartSecrets(t *testing.T) {
 func TestHelmChartRunsTheBinaries(t *testing.T) {
 	bin := testproc.Build(t, "./cmd/indexer", "./cmd/webhook")
 	dsn, _ := testpg.NewDatabase(t, "helm")
-	natsURL := machineNATS(t)
+	natsURL := testsupport.MachineNATS(t)
 	stream := fmt.Sprintf("HELM_%d_%d", os.Getpid(), time.Now().UnixNano())
-	t.Cleanup(func() { deleteStreams(natsURL, stream, stream+"_DLQ") })
+	t.Cleanup(func() { testsupport.DeleteStreams(t, natsURL, stream, stream+"_DLQ") })
 	_, workerPort, _ := net.SplitHostPort(testproc.FreeAddr(t))
 	_, webhookPort, _ := net.SplitHostPort(testproc.FreeAddr(t))
 	// The registry notifies the webhook; it must know the webhook's address
@@ -966,35 +965,6 @@ func pushDemoImage(t *testing.T, registry, repository, tag string) string {
 		t.Fatal(err)
 	}
 	return desc.Digest.String()
-}
-
-// machineNATS is the machine's NATS server (scripts/ensure-services starts
-// it); the test fails without it.
-func machineNATS(t *testing.T) string {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:4222", time.Second)
-	if err != nil {
-		t.Fatalf("NATS with JetStream is needed at 127.0.0.1:4222 (scripts/ensure-services starts it): %v", err)
-	}
-	conn.Close()
-	return "nats://127.0.0.1:4222"
-}
-
-func deleteStreams(url string, names ...string) {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, n := range names {
-		_ = js.DeleteStream(ctx, n)
-	}
 }
 
 func newFlagSet() *pflag.FlagSet { return pflag.NewFlagSet("serve", pflag.ContinueOnError) }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -10,11 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/soci-indexer/soci-indexer/internal/testpg"
 	"github.com/soci-indexer/soci-indexer/internal/testproc"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 )
 
 // TestBuildWithoutRegistry: built with -tags noregistry (the worker image
@@ -53,34 +49,12 @@ func TestBuildWithoutRegistry(t *testing.T) {
 
 	dsn, _ := testpg.NewDatabase(t, "noregistry")
 	name := fmt.Sprintf("NOREG_%d", time.Now().UnixNano())
-	t.Cleanup(func() { deleteStreams(t, name, name+"_DLQ") })
+	t.Cleanup(func() { testsupport.DeleteStreams(t, "nats://127.0.0.1:4222", name, name+"_DLQ") })
 	addr := testproc.FreeAddr(t)
 	worker := testproc.Start(t, "worker", bin, []string{"serve", "--listen", addr, "--database-url", dsn,
 		"--nats-url", "nats://127.0.0.1:4222", "--stream", name, "--subject", strings.ToLower(name),
 		"--dlq-stream", name + "_DLQ", "--dlq-prefix", "dlq." + strings.ToLower(name), "--consumer", "workers"}, env)
 	if err := worker.WaitHTTP("http://"+addr+"/readyz", 60*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, worker.Output())
-	}
-}
-
-// deleteStreams removes streams a test made on the machine's NATS server.
-func deleteStreams(t *testing.T, names ...string) {
-	nc, err := nats.Connect("nats://127.0.0.1:4222")
-	if err != nil {
-		t.Errorf("delete streams: %v", err)
-		return
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Errorf("delete streams: %v", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, n := range names {
-		if err := js.DeleteStream(ctx, n); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			t.Errorf("delete stream %s: %v", n, err)
-		}
 	}
 }

@@ -119,6 +119,30 @@ func MachineNATS(tb testing.TB) string {
 	return url
 }
 
+// DeleteStreams deletes streams a test made on the NATS server at url. Any
+// error but a stream that is not there fails the test.
+func DeleteStreams(tb testing.TB, url string, names ...string) {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Errorf("delete streams: %v", err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Errorf("delete streams: %v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range names {
+		if err := js.DeleteStream(ctx, n); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			tb.Errorf("delete stream %s: %v", n, err)
+		}
+	}
+}
+
 // UseMachineNATS points cfg at the machine's NATS server with a stream of
 // its own, deleted when the test ends.
 func UseMachineNATS(tb testing.TB, cfg *config.Config) {
@@ -128,21 +152,7 @@ func UseMachineNATS(tb testing.TB, cfg *config.Config) {
 	cfg.Stream = name
 	cfg.Subject = strings.ToLower(name)
 	cfg.Consumer = "workers"
-	tb.Cleanup(func() {
-		nc, err := nats.Connect(cfg.NATSURL)
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = js.DeleteStream(ctx, name)
-		_ = js.DeleteStream(ctx, name+"_DLQ")
-	})
+	tb.Cleanup(func() { DeleteStreams(tb, cfg.NATSURL, name, name+"_DLQ") })
 }
 
 // NewEmbeddedNATS starts a NATS server for one test.
