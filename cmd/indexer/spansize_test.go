@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -14,13 +12,7 @@ import (
 // registry (nothing listens on the one named here), as serve and ztoc do.
 func TestIndexRefusesTinySpan(t *testing.T) {
 	for _, span := range []string{"0", "1", "100", "65536"} {
-		cmd := newIndexCmd()
-		cmd.SilenceUsage = true
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs([]string{"127.0.0.1:1/demo/app:v1", "--span-size", span})
-		if err := cmd.ExecuteContext(context.Background()); !errors.Is(err, ztoc.ErrInvalidSpanSize) {
+		if _, err := runIndexCmd(t, "index", "127.0.0.1:1/demo/app:v1", "--span-size", span); !errors.Is(err, ztoc.ErrInvalidSpanSize) {
 			t.Errorf("--span-size %s: err = %v, want ErrInvalidSpanSize", span, err)
 		}
 	}
@@ -30,13 +22,7 @@ func TestIndexRefusesTinySpan(t *testing.T) {
 // flag, before it reaches the registry.
 func TestIndexRefusesNoRangeFetchConnection(t *testing.T) {
 	for _, conns := range []string{"0", "-2"} {
-		cmd := newIndexCmd()
-		cmd.SilenceUsage = true
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs([]string{"127.0.0.1:1/demo/app:v1", "--range-fetch-conns", conns})
-		err := cmd.ExecuteContext(context.Background())
+		_, err := runIndexCmd(t, "index", "127.0.0.1:1/demo/app:v1", "--range-fetch-conns", conns)
 		if err == nil || !strings.Contains(err.Error(), "--range-fetch-conns "+conns+": want at least 1") {
 			t.Errorf("--range-fetch-conns %s: err = %v", conns, err)
 		}
