@@ -200,7 +200,8 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 	next := primary
 	subPrefix, subStart, subBits := -1, 0, uint(0)
 	idx := 0
-	for l := uint(1); l <= uint(maxLen); l++ {
+	// Lengths past maxLen have no codes; they only finish the doubling.
+	for l := uint(1); l <= max(uint(maxLen), tableBits-1); l++ {
 		for k := 0; k < count[l]; k++ {
 			info := symbols[sorted[idx]]
 			idx++
@@ -247,9 +248,6 @@ func buildTable(table []uint32, tableBits uint, lens []uint8, symbols []uint32, 
 			copy(table[1<<l:2<<l], table[:1<<l])
 		}
 		code <<= 1
-	}
-	for l := uint(maxLen) + 1; l < tableBits; l++ {
-		copy(table[1<<l:2<<l], table[:1<<l])
 	}
 	return nil
 }
