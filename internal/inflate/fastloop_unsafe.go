@@ -26,8 +26,9 @@ func (d *decoder) fastLoop() (end bool, err error) {
 	if d.ipos > inLimit || d.wpos > outLimit {
 		return false, nil
 	}
-	// The loop's guarantees rest on these; check them once.
-	if d.iend > len(d.in) || outLimit+maxMatch+outSlack > len(d.out) || d.minpos < 0 {
+	// The loop's guarantees rest on these (outLimit leaves a match and
+	// outSlack of room by its definition); check them once.
+	if d.iend > len(d.in) || d.minpos < 0 {
 		panic("inflate: fast loop called with inconsistent buffers")
 	}
 	inBase := unsafe.Pointer(unsafe.SliceData(d.in))
