@@ -240,7 +240,8 @@ func (h *Handler) serveIngest(w http.ResponseWriter, r *http.Request, ep endpoin
 	events, err := ep.parse(r, body)
 	if err != nil {
 		log.Warn("webhook: unparseable payload", "error", err)
-		return fail(w, http.StatusBadRequest, "unparseable payload")
+		// The sender is authenticated by now: tell it what is wrong.
+		return fail(w, http.StatusBadRequest, "unparseable payload: "+err.Error())
 	}
 
 	received := time.Now().UTC()

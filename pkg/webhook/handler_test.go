@@ -267,6 +267,11 @@ func TestIngestRefusesBadRequests(t *testing.T) {
 			t.Errorf("%s: status %d, want %d", tc.name, code, tc.want)
 		}
 	}
+	// The authenticated sender is told why its payload was refused.
+	if _, msg := post(t, h.srv.URL+webhook.PathDistribution, mt, bearer(), []byte(`{"events":[`)); !strings.HasPrefix(msg, "unparseable payload: ") ||
+		len(strings.TrimSpace(msg)) <= len("unparseable payload: ") {
+		t.Errorf("malformed payload answered %q, want the reason after \"unparseable payload: \"", msg)
+	}
 	if !strings.Contains(h.log.String(), "unparseable payload") || !strings.Contains(h.log.String(), "source=distribution") {
 		t.Errorf("no log line naming the source of the malformed payload:\n%s", h.log.String())
 	}
