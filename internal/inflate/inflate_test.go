@@ -81,27 +81,26 @@ func checkChunks(t *testing.T, gz []byte, res decoded, resErr error) {
 	t.Helper()
 	for _, c := range []struct{ nbufs, size int }{{1, ChunkBufferSize}, {3, ChunkBufferSize + 1}} {
 		got, err := decodeGzipChunks(gz, res.windows != nil, c.nbufs, c.size)
-		if fmt.Sprint(err) != fmt.Sprint(resErr) {
-			t.Fatalf("ReadChunk %v: err %v, Read: %v", c, err, resErr)
-		}
-		if !bytes.Equal(got.out, res.out) || !slices.Equal(got.bounds, res.bounds) {
-			t.Fatalf("ReadChunk %v: output or boundaries differ from Read's", c)
-		}
-		if !slices.Equal(got.windows, res.windows) {
-			t.Fatalf("ReadChunk %v: windows differ from Read's", c)
-		}
+		checkSameAsRead(t, fmt.Sprintf("ReadChunk %v", c), got, err, res, resErr)
 	}
 	for _, size := range []int{1, 7, 64, 300, 4096, 1 << 20} {
 		got, err := decodeChunkInput(gz, res.windows != nil, size)
-		if fmt.Sprint(err) != fmt.Sprint(resErr) {
-			t.Fatalf("chunk input of %d bytes: err %v, Read: %v", size, err, resErr)
-		}
-		if !bytes.Equal(got.out, res.out) || !slices.Equal(got.bounds, res.bounds) {
-			t.Fatalf("chunk input of %d bytes: output or boundaries differ from Read's", size)
-		}
-		if !slices.Equal(got.windows, res.windows) {
-			t.Fatalf("chunk input of %d bytes: windows differ from Read's", size)
-		}
+		checkSameAsRead(t, fmt.Sprintf("chunk input of %d bytes", size), got, err, res, resErr)
+	}
+}
+
+// checkSameAsRead fails the test unless another way of decoding reported
+// the error, output, boundaries and windows that Read did.
+func checkSameAsRead(t *testing.T, what string, got decoded, err error, res decoded, resErr error) {
+	t.Helper()
+	if fmt.Sprint(err) != fmt.Sprint(resErr) {
+		t.Fatalf("%s: err %v, Read: %v", what, err, resErr)
+	}
+	if !bytes.Equal(got.out, res.out) || !slices.Equal(got.bounds, res.bounds) {
+		t.Fatalf("%s: output or boundaries differ from Read's", what)
+	}
+	if !slices.Equal(got.windows, res.windows) {
+		t.Fatalf("%s: windows differ from Read's", what)
 	}
 }
 
