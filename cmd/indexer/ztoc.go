@@ -184,9 +184,15 @@ func (z *ztocFile) abort() {
 // layer is read and once it is (the zTOC is encoded then), and how often
 // the limit follows the live heap.
 const (
-	ztocHeapSlack       = 16 << 20
-	ztocFinalHeapSlack  = 4 << 20
-	ztocFinalFrom       = 32 << 20 // live heap from which the final slack applies
+	ztocHeapSlack      = 16 << 20
+	ztocFinalHeapSlack = 4 << 20
+	ztocFinalFrom      = 32 << 20 // live heap from which the final slack applies
+	// The lowest limit set. At the start of a build the live heap is a
+	// MiB or two and the pipeline's buffers (about 9 MiB) are allocated
+	// at once; a limit of live+16 MiB made the collector run six times in
+	// the first 60 ms; the floor made a 300 MB layer's build about 4 %
+	// faster (docs/bench/ztoc.md).
+	ztocLimitFloor      = 32 << 20
 	ztocLimitUpdateTick = 50 * time.Millisecond
 )
 
@@ -228,7 +234,7 @@ func limitHeapGrowth() *heapLimit {
 		if finalPhase && live >= ztocFinalFrom {
 			slack = ztocFinalHeapSlack
 		}
-		debug.SetMemoryLimit(min(live+slack, previous))
+		debug.SetMemoryLimit(min(max(live+slack, ztocLimitFloor), previous))
 	}
 	update()
 	l := &heapLimit{final: make(chan struct{})}

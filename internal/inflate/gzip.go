@@ -103,7 +103,7 @@ func ChecksumError(t Trailer) error {
 	return &Error{Offset: t.Offset, Err: ErrChecksum, Reason: "incorrect data check"}
 }
 
-// ChunkBufferSize is the size of ReadChunk's buffers, 256 KiB: 32 KiB of
+// ChunkBufferSize is the size of ReadChunk's buffers, 1 MiB: 32 KiB of
 // history, a few bytes of slack and the rest for output.
 const ChunkBufferSize = outBufSize + outSlack
 

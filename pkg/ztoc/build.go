@@ -23,8 +23,8 @@ import (
 // size of the longest deflate block (see gzipSpanHasher), which real
 // compressors keep well under 1 MiB. The tar stage skips file data, so it
 // keeps up with the inflater with a short queue: 4 (up to 6 buffers of
-// 256 KiB, a MiB less than 8 at the end of a build, where the zTOC is
-// largest).
+// inflate.ChunkBufferSize, 1 MiB; they are garbage once the layer is read,
+// before the zTOC is encoded, when it is held twice).
 const (
 	compressedChunkSize    = 256 << 10
 	compressedQueueDepth   = 8
