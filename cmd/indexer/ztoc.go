@@ -129,17 +129,34 @@ func newZtocCreateCmd() *cobra.Command {
 
 // ztocFile is the output of ztoc create. BuildTo writes the zTOC only once
 // the layer is read, so the file is created at the first write: a failed
-// build leaves an existing file alone. Writes are buffered and hashed on the
-// way, so the zTOC is never held a second time.
+// build leaves an existing file alone. Writes are gathered in blocks that a
+// goroutine of its own hashes and writes to the file while the next block
+// is filled: writing the zTOC is the build's last step, on its critical
+// path, and so the hashing and the file writes run beside the encoding
+// instead of after it. Two blocks, so the zTOC is never held a second time.
 type ztocFile struct {
 	path     string
 	digester digest.Digester
 	f        *os.File
-	w        *bufio.Writer
+	block    []byte        // the block being filled
+	full     chan []byte   // blocks for the writer goroutine
+	free     chan []byte   // blocks it is done with
+	done     chan struct{} // closed when the writer goroutine has ended
+	failed   atomic.Bool   // the writer goroutine failed, with bgErr
+	bgErr    error
 	writeErr error // the first error of creating or writing the file
+	regular  bool  // the output is a regular file, to be removed on failure (not /dev/stdout)
 }
 
+const (
+	ztocFileBlockSize = 1 << 20
+	ztocFileBlocks    = 2
+)
+
 func (z *ztocFile) Write(p []byte) (int, error) {
+	if z.writeErr == nil && z.failed.Load() {
+		z.writeErr = z.bgErr
+	}
 	if z.writeErr != nil {
 		return 0, z.writeErr
 	}
@@ -147,26 +164,78 @@ func (z *ztocFile) Write(p []byte) (int, error) {
 		if z.f, z.writeErr = os.Create(z.path); z.writeErr != nil {
 			return 0, z.writeErr
 		}
-		z.w = bufio.NewWriterSize(io.MultiWriter(z.f, z.digester.Hash()), 1<<20)
+		if fi, err := z.f.Stat(); err == nil {
+			z.regular = fi.Mode().IsRegular()
+		}
+		z.full = make(chan []byte, ztocFileBlocks-1)
+		z.free = make(chan []byte, ztocFileBlocks)
+		for range ztocFileBlocks {
+			z.free <- make([]byte, 0, ztocFileBlockSize)
+		}
+		z.done = make(chan struct{})
+		go z.writeBlocks()
 	}
-	n, err := z.w.Write(p)
-	z.writeErr = err
-	return n, err
+	n := len(p)
+	for len(p) > 0 {
+		if z.block == nil {
+			z.block = <-z.free
+		}
+		k := min(len(p), cap(z.block)-len(z.block))
+		z.block = append(z.block, p[:k]...)
+		p = p[k:]
+		if len(z.block) == cap(z.block) {
+			z.full <- z.block
+			z.block = nil
+		}
+	}
+	return n, nil
 }
 
-// close flushes and closes the file.
+// writeBlocks is the writer goroutine. After an error it only hands the
+// blocks back, so that Write never waits for a block forever.
+func (z *ztocFile) writeBlocks() {
+	defer close(z.done)
+	h := z.digester.Hash()
+	for b := range z.full {
+		if !z.failed.Load() {
+			h.Write(b)
+			if _, err := z.f.Write(b); err != nil {
+				z.bgErr = err
+				z.failed.Store(true)
+			}
+		}
+		z.free <- b[:0]
+	}
+}
+
+// stopWriter hands the writer goroutine the last block, if it is to be
+// written, and waits for it to end.
+func (z *ztocFile) stopWriter(flush bool) {
+	if flush && len(z.block) > 0 {
+		z.full <- z.block
+	}
+	z.block = nil
+	close(z.full)
+	<-z.done
+	if z.writeErr == nil && z.failed.Load() {
+		z.writeErr = z.bgErr
+	}
+}
+
+// close writes the last block and closes the file.
 func (z *ztocFile) close() error {
 	if z.f == nil {
 		return nil
 	}
-	err := z.w.Flush()
+	z.stopWriter(z.writeErr == nil)
+	err := z.writeErr
 	if cerr := z.f.Close(); err == nil {
 		err = cerr
 	}
 	z.f = nil
 	if err != nil {
 		z.writeErr = err
-		os.Remove(z.path)
+		z.remove()
 	}
 	return err
 }
@@ -174,8 +243,16 @@ func (z *ztocFile) close() error {
 // abort removes a partly written file.
 func (z *ztocFile) abort() {
 	if z.f != nil {
+		z.stopWriter(false)
 		z.f.Close()
 		z.f = nil
+		z.remove()
+	}
+}
+
+// remove removes a partly written output, if it is a regular file.
+func (z *ztocFile) remove() {
+	if z.regular {
 		os.Remove(z.path)
 	}
 }

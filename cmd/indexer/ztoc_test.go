@@ -6,11 +6,13 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,6 +198,15 @@ func TestZtocCreateFailureWritesNothing(t *testing.T) {
 	if _, err := runZtoc(t, "create", filepath.Join(dir, "layer.tar.gz"), "-o", filepath.Join(dir, "no", "such", "dir.ztoc")); err == nil ||
 		!strings.Contains(err.Error(), "dir.ztoc") {
 		t.Errorf("create into a missing directory: error %v, want one naming the output", err)
+	}
+	// Writes that fail (the file is written on a goroutine of its own) fail
+	// the command; an output that is not a regular file is not removed.
+	if _, err := runZtoc(t, "create", filepath.Join(dir, "layer.tar.gz"), "-o", "/dev/full"); err == nil ||
+		!strings.Contains(err.Error(), "/dev/full") || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("create into /dev/full: error %v, want ENOSPC naming the output", err)
+	}
+	if fi, err := os.Stat("/dev/full"); err != nil || fi.Mode()&os.ModeDevice == 0 {
+		t.Errorf("/dev/full after a failed create: %v, %v", fi, err)
 	}
 }
 
