@@ -579,7 +579,7 @@ func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *c
 	// The buffers out, oldest sent first, in a ring.
 	ring := make([][]byte, cap(out.free))
 	first, inFlight, allocated := 0, 0, 0
-	fresh := prefaultedBuffers(len(ring), uncompressedChunkSize)
+	fresh := prefaultedBuffers(ctx, len(ring), uncompressedChunkSize)
 	return func() ([]byte, error) {
 		// The tar stage recycles every chunk before it takes the next, so
 		// each value on out.free means that the oldest chunk still out is
@@ -590,7 +590,11 @@ func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *c
 		case <-out.free:
 		default:
 			if allocated < len(ring) {
-				buf = <-fresh
+				select {
+				case buf = <-fresh:
+				case <-ctx.Done():
+					return nil, context.Cause(ctx)
+				}
 				allocated++
 				break
 			}
@@ -611,22 +615,27 @@ func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *c
 	}
 }
 
-// prefaultedBuffers returns a channel that n buffers of the given size
-// arrive on, in the order a goroutine allocates them and writes to each of
-// their pages. The first write to a page is a page fault, and on the VM
-// this was measured on one cost 10 µs: 2.7 ms per MiB, 16 ms for the output
-// buffers of a build if the inflating goroutine, the critical path, took
-// them; this way it takes only the first buffer's.
-func prefaultedBuffers(n, size int) <-chan []byte {
-	const pageSize = 4 << 10  // the smallest page size of the platforms Go runs on
-	c := make(chan []byte, n) // never blocks: the goroutine always ends
+// prefaultedBuffers returns a channel that up to n buffers of the given
+// size arrive on. A goroutine allocates each and writes to each of its
+// pages, one buffer ahead of the receiver, until n are taken or ctx is
+// done. The first write to a page is a page fault, and on the VM this was
+// measured on one cost 10 µs: 2.7 ms per MiB, 16 ms for the output buffers
+// of a build when the inflating goroutine, the critical path, took them.
+// One ahead, so a small layer's build prepares one buffer it does not use.
+func prefaultedBuffers(ctx context.Context, n, size int) <-chan []byte {
+	const pageSize = 4 << 10 // the smallest page size of the platforms Go runs on
+	c := make(chan []byte, 1)
 	go func() {
 		for range n {
 			b := make([]byte, size)
 			for i := 0; i < len(b); i += pageSize {
 				b[i] = 0
 			}
-			c <- b
+			select {
+			case c <- b:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	return c
