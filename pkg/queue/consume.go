@@ -218,9 +218,18 @@ func (q *Queue) Consume(ctx context.Context, h Handler, opts ...ConsumeOption) e
 		err = batch.Error()
 		switch {
 		case ctx.Err() != nil:
-		case err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) ||
-			errors.Is(err, nats.ErrTimeout) || used > 0:
+		case err == nil || used > 0:
 			outage.end()
+		case errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, nats.ErrTimeout):
+			// An empty pull works only if it reached the server: one that
+			// waited out its time while the connection was down (or being
+			// re-established) is part of the outage, not its end.
+			if q.js.Conn().IsConnected() {
+				outage.end()
+			} else {
+				outage.wait(ctx, err)
+			}
 		case errors.Is(err, nats.ErrConnectionClosed):
 			return fmt.Errorf("queue: consume %s: %w", q.cfg.Consumer, err)
 		default:
