@@ -579,7 +579,8 @@ func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *c
 	// The buffers out, oldest sent first, in a ring.
 	ring := make([][]byte, cap(out.free))
 	first, inFlight, allocated := 0, 0, 0
-	fresh := prefaultedBuffers(ctx, len(ring), uncompressedChunkSize)
+	// The first buffer is needed at once; the others are prepared.
+	fresh := prefaultedBuffers(ctx, len(ring)-1, uncompressedChunkSize)
 	return func() ([]byte, error) {
 		// The tar stage recycles every chunk before it takes the next, so
 		// each value on out.free means that the oldest chunk still out is
@@ -590,10 +591,12 @@ func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *c
 		case <-out.free:
 		default:
 			if allocated < len(ring) {
+				// One prepared off the critical path if there is one:
+				// never wait for it.
 				select {
 				case buf = <-fresh:
-				case <-ctx.Done():
-					return nil, context.Cause(ctx)
+				default:
+					buf = make([]byte, uncompressedChunkSize)
 				}
 				allocated++
 				break
@@ -622,6 +625,9 @@ func (b *builder) readChunks(ctx context.Context, gz *inflate.GzipReader, out *c
 // measured on one cost 10 µs: 2.7 ms per MiB, 16 ms for the output buffers
 // of a build when the inflating goroutine, the critical path, took them.
 // One ahead, so a small layer's build prepares one buffer it does not use.
+// The receiver should not wait for a buffer: the goroutine may wait for a
+// core longer than faulting the pages in takes (10-25 ms, measured on a
+// loaded machine).
 func prefaultedBuffers(ctx context.Context, n, size int) <-chan []byte {
 	const pageSize = 4 << 10 // the smallest page size of the platforms Go runs on
 	c := make(chan []byte, 1)
