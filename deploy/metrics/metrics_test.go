@@ -33,12 +33,11 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/soci-indexer/soci-indexer/internal/app"
-	"github.com/soci-indexer/soci-indexer/internal/config"
+	"github.com/soci-indexer/soci-indexer/internal/testsupport"
 	"github.com/soci-indexer/soci-indexer/pkg/webhook"
 )
 
@@ -79,15 +78,7 @@ var typeRx = regexp.MustCompile(`(?m)^# TYPE (\S+) (\S+)$`)
 // what it and the standalone webhook export.
 func exportedMetrics(t *testing.T) map[string]*exportedMetric {
 	t.Helper()
-	var cfg config.Config
-	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-	loader := config.Register(fs, &cfg, func(string) (string, bool) { return "", false })
-	if err := fs.Parse(nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := loader.Load(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testsupport.DefaultConfig(t)
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.RegistryListen = "127.0.0.1:0"
